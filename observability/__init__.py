@@ -1,0 +1,1 @@
+"""Metrics, structured logging and secret redaction; imports nothing else of the project."""
