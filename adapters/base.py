@@ -1,0 +1,182 @@
+"""The adapter interface: what the gateway and routing know about any provider."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any, ClassVar, Protocol
+
+import aiohttp
+from aiohttp import web
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
+
+from adapters.normalized import GenerationRequest
+
+
+class ResultMode(StrEnum):
+    WEBHOOK = "webhook"  # the provider calls back; polling is the fallback after a deadline
+    POLL = "poll"  # the gateway polls until the result is there
+
+
+class ResultState(StrEnum):
+    PENDING = "pending"  # accepted, waiting in the provider's queue
+    PROCESSING = "processing"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+
+    @property
+    def final(self) -> bool:
+        return self in (ResultState.SUCCEEDED, ResultState.FAILED)
+
+
+class CommonOptions(BaseModel):
+    """Options every adapter understands; adapters extend this with their own."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    timeout: float = Field(default=30.0, gt=0, description="Seconds to wait for a submit answer.")
+    poll_timeout: float = Field(default=10.0, gt=0, description="Seconds for a poll or probe.")
+    webhook_deadline: float = Field(
+        default=60.0, gt=0, description="Seconds after acceptance before polling for a result."
+    )
+    poll_interval: float = Field(default=5.0, gt=0, description="Seconds between polls.")
+
+
+@dataclass(frozen=True)
+class Target:
+    """One backend as its adapter sees it."""
+
+    name: str
+    base_url: str
+    api_key: SecretStr | None
+    models: Mapping[str, str]
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Submission:
+    """One call to the provider: a path under the backend's base_url and a body.
+
+    The body holds no credentials and no callback; `Adapter.submit` adds those.
+    """
+
+    endpoint: str
+    body: dict[str, Any]
+    images: int
+
+
+@dataclass
+class Plan:
+    """How one backend would carry out a request: provider calls plus what had to change."""
+
+    model_id: str
+    submissions: list[Submission]
+    warnings: list[str] = field(default_factory=list)
+    inexact: list[str] = field(default_factory=list)  # normalized fields not honoured exactly
+    work: float = 1.0  # megapixel-steps, for load estimates
+
+    @property
+    def exact(self) -> bool:
+        return not self.inexact
+
+
+@dataclass(frozen=True)
+class Callback:
+    """Where and how the provider should call the gateway back for one submission."""
+
+    url: str
+    track_id: str
+
+
+@dataclass(frozen=True)
+class ProviderResult:
+    """A provider's answer about one submission, from a submit, a webhook or a poll."""
+
+    state: ResultState
+    provider_id: str | None = None
+    images: tuple[str, ...] = ()
+    error_code: str | None = None
+    error_message: str | None = None
+    eta: float | None = None  # seconds, when the provider estimates one
+
+
+@dataclass(frozen=True)
+class Probe:
+    """A cheap health check: is the backend up, and how much work does it report queued."""
+
+    healthy: bool
+    queue_depth: int | None = None
+    detail: str = ""
+
+
+class Adapter(Protocol):
+    """Speaks one provider's API for one backend (one key or one server)."""
+
+    kind: ClassVar[str]
+    target: Target
+    result_mode: ResultMode
+
+    @property
+    def options(self) -> CommonOptions: ...
+
+    def plan(self, request: GenerationRequest) -> Plan:
+        """Convert a request; raise `Unsupported` when this backend cannot serve it."""
+        ...
+
+    async def submit(
+        self, session: aiohttp.ClientSession, submission: Submission, callback: Callback
+    ) -> ProviderResult:
+        """Send one submission; raise a `ProviderError` when the provider did not take it."""
+        ...
+
+    def parse_webhook(self, body: bytes) -> ProviderResult:
+        """Read the provider's callback body; raise `ProviderBadAnswer` when unreadable."""
+        ...
+
+    async def poll(self, session: aiohttp.ClientSession, provider_id: str) -> ProviderResult:
+        """Ask the provider where a submission stands."""
+        ...
+
+    async def probe(self, session: aiohttp.ClientSession) -> Probe:
+        """A cheap health and queue check; never a real generation."""
+        ...
+
+
+class SimulatorSettings(BaseModel):
+    """How a provider simulator behaves; shared by every simulator (see adapters/simkit)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    api_keys: list[str] = Field(default_factory=lambda: ["sim-key"])
+    speed: float = Field(default=1.0, gt=0, description="Seconds for a 512x512, 30-step image.")
+    concurrency: int = Field(default=4, ge=1, description="Generations processed at once.")
+    fail_rate: float = Field(default=0.0, ge=0, le=1, description="Share of submits answered 5xx.")
+    rate_limit_rate: float = Field(default=0.0, ge=0, le=1, description="Share answered 429.")
+    retry_after: float = Field(default=1.0, ge=0)
+    timeout_rate: float = Field(default=0.0, ge=0, le=1, description="Share left unanswered.")
+    malformed_rate: float = Field(default=0.0, ge=0, le=1, description="Share answered garbage.")
+    generation_fail_rate: float = Field(default=0.0, ge=0, le=1)
+    duplicate_webhook_rate: float = Field(default=0.0, ge=0, le=1)
+    drop_webhook_rate: float = Field(default=0.0, ge=0, le=1)
+    webhook_delay: float = Field(default=0.0, ge=0, description="Extra seconds before callbacks.")
+    instant_threshold: float = Field(
+        default=0.0, ge=0, description="Jobs shorter than this are answered synchronously."
+    )
+    enterprise: bool = False
+    seed: int | None = None
+
+
+class AdapterFactory(Protocol):
+    """What one provider folder registers: how to build its adapters and its simulator."""
+
+    kind: str
+    options_model: type[CommonOptions]
+
+    def create(self, target: Target) -> Adapter: ...
+
+    def simulator(self, settings: SimulatorSettings) -> web.Application: ...
+
+    def simulator_base_path(self, settings: SimulatorSettings) -> str:
+        """The path under the simulator's origin that plays the role of `base_url`."""
+        ...

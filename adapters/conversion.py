@@ -1,0 +1,65 @@
+"""Helpers for table-driven conversions that record every inexact change as a warning."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+
+@dataclass
+class Notes:
+    """Warnings and the normalized fields that could not be honoured exactly."""
+
+    provider: str
+    warnings: list[str] = field(default_factory=list)
+    inexact: list[str] = field(default_factory=list)
+
+    def changed(
+        self, name: str, before: object, after: object, why: str, fields: Sequence[str] = ()
+    ) -> None:
+        """Record `name before → after (why)`; `fields` are the request fields it touches."""
+        self.warnings.append(f"{name} {_show(before)} → {_show(after)} ({why})")
+        for touched in fields or (name,):
+            if touched not in self.inexact:
+                self.inexact.append(touched)
+
+    def dropped(self, name: str, value: object, why: str | None = None) -> None:
+        reason = why or f"{self.provider} does not support it"
+        self.warnings.append(f"{name} {_show(value)} dropped ({reason})")
+        if name not in self.inexact:
+            self.inexact.append(name)
+
+    def clamp(self, name: str, value: float, low: float, high: float) -> float:
+        clamped = min(max(value, low), high)
+        if clamped != value:
+            self.changed(name, value, clamped, f"{self.provider} allows {_show(low)}–{_show(high)}")
+        return clamped
+
+    def nearest(self, name: str, value: int, allowed: Sequence[int]) -> int:
+        """Snap to the nearest allowed value (ties go up)."""
+        best = min(allowed, key=lambda a: (abs(a - value), -a))
+        if best != value:
+            shown = ", ".join(str(a) for a in allowed)
+            self.changed(name, value, best, f"{self.provider} allows {shown}")
+        return best
+
+
+def _show(value: object) -> str:
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def fit_within(width: int, height: int, limit: int, multiple: int = 8) -> tuple[int, int]:
+    """Scale (width, height) down to fit `limit` on both sides, keeping the ratio."""
+    scale = min(1.0, limit / max(width, height))
+    fit_w = max(multiple, int(width * scale) // multiple * multiple)
+    fit_h = max(multiple, int(height * scale) // multiple * multiple)
+    return fit_w, fit_h
+
+
+def work_units(width: int, height: int, steps: int, images: int) -> float:
+    """Size of a job in megapixel-steps: what a GPU's time is proportional to."""
+    return width * height * steps * images / 1_000_000

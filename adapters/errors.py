@@ -1,0 +1,65 @@
+"""What can go wrong talking to a provider, in the terms routing and jobs care about.
+
+`retryable` means: the provider did not take the job, so another backend may be tried.
+"""
+
+from __future__ import annotations
+
+
+class ProviderError(Exception):
+    outcome = "error"
+    retryable = False
+
+    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.retry_after = retry_after
+
+
+class ProviderUnavailable(ProviderError):
+    """Could not connect (refused, DNS, reset before an answer)."""
+
+    outcome = "unavailable"
+    retryable = True
+
+
+class ProviderTimeout(ProviderError):
+    outcome = "timeout"
+    retryable = True
+
+
+class ProviderServerError(ProviderError):
+    outcome = "server_error"
+    retryable = True
+
+
+class ProviderRateLimited(ProviderError):
+    outcome = "rate_limited"
+    retryable = True
+
+
+class ProviderAuthFailed(ProviderError):
+    """The backend's own credentials were refused: its fault, not the request's."""
+
+    outcome = "auth_failed"
+    retryable = True
+
+
+class ProviderRejected(ProviderError):
+    """The provider refused the request itself (validation); no other backend will differ."""
+
+    outcome = "rejected"
+
+
+class ProviderBadAnswer(ProviderError):
+    """An answer we cannot understand: malformed, truncated or of the wrong type."""
+
+    outcome = "bad_answer"
+
+
+class Unsupported(Exception):
+    """This backend cannot carry out the request at all (model missing, feature absent)."""
+
+    def __init__(self, reasons: dict[str, str]) -> None:
+        super().__init__("; ".join(f"{k}: {v}" for k, v in reasons.items()))
+        self.reasons = reasons

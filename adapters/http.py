@@ -1,0 +1,125 @@
+"""One HTTP call to a provider, with transport failures translated at the boundary."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import aiohttp
+import orjson
+
+from adapters.errors import (
+    ProviderAuthFailed,
+    ProviderBadAnswer,
+    ProviderError,
+    ProviderRateLimited,
+    ProviderRejected,
+    ProviderServerError,
+    ProviderTimeout,
+    ProviderUnavailable,
+)
+from observability.redaction import scrub_text
+
+MAX_ANSWER_BYTES = 4 * 1024 * 1024
+
+
+async def call_json(
+    session: aiohttp.ClientSession,
+    method: str,
+    url: str,
+    *,
+    timeout: float,
+    json: Any = None,
+    data: Any = None,
+    headers: Mapping[str, str] | None = None,
+    secrets: Iterable[str] = (),
+    accept_statuses: Iterable[int] = (),
+) -> tuple[int, Any]:
+    """Send a request and decode a JSON answer; raise `ProviderError`s for everything else.
+
+    `secrets` are scrubbed from any text that ends up in an error message.
+    `accept_statuses` are non-2xx statuses the caller wants to interpret itself.
+    """
+    body = orjson.dumps(json) if json is not None else data
+    send_headers = {"Content-Type": "application/json"} if json is not None else {}
+    send_headers.update(headers or {})
+    try:
+        async with session.request(
+            method,
+            url,
+            data=body,
+            headers=send_headers,
+            timeout=aiohttp.ClientTimeout(total=timeout),
+            allow_redirects=False,
+        ) as resp:
+            raw = await resp.content.read(MAX_ANSWER_BYTES + 1)
+            status = resp.status
+            retry_after_header = resp.headers.get("Retry-After")
+    except TimeoutError as exc:
+        raise ProviderTimeout(f"no answer within {timeout:g}s") from exc
+    except aiohttp.ClientConnectorError as exc:
+        raise ProviderUnavailable(f"cannot connect: {exc.os_error or exc}") from exc
+    except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as exc:
+        raise ProviderUnavailable(f"connection lost: {exc}") from exc
+    except aiohttp.ClientPayloadError as exc:
+        raise ProviderBadAnswer(f"truncated answer: {exc}") from exc
+    except aiohttp.ClientError as exc:
+        raise ProviderUnavailable(f"request failed: {type(exc).__name__}") from exc
+    except asyncio.CancelledError:
+        raise
+
+    if len(raw) > MAX_ANSWER_BYTES:
+        raise ProviderBadAnswer(f"answer larger than {MAX_ANSWER_BYTES} bytes")
+    parsed: Any = None
+    decode_error: str | None = None
+    try:
+        parsed = orjson.loads(raw) if raw else None
+    except orjson.JSONDecodeError as exc:
+        decode_error = f"answer is not JSON ({exc.msg})"
+
+    if status in set(accept_statuses) or 200 <= status < 300:
+        if decode_error is not None:
+            raise ProviderBadAnswer(decode_error)
+        return status, parsed
+    detail = scrub_text(_error_text(parsed, raw), secrets)
+    retry_after = _retry_after(retry_after_header, parsed)
+    raise status_error(status, detail, retry_after)
+
+
+def status_error(status: int, detail: str, retry_after: float | None = None) -> ProviderError:
+    """The provider error for a non-success HTTP status."""
+    text = f"HTTP {status}: {detail}" if detail else f"HTTP {status}"
+    if status == 429:
+        return ProviderRateLimited(text, retry_after=retry_after)
+    if status in (401, 403):
+        return ProviderAuthFailed(text)
+    if status >= 500:
+        return ProviderServerError(text, retry_after=retry_after)
+    if 300 <= status < 400:
+        return ProviderServerError(f"unexpected redirect ({text})")
+    return ProviderRejected(text)
+
+
+def _error_text(parsed: Any, raw: bytes) -> str:
+    if isinstance(parsed, dict):
+        for key in ("message", "messege", "error", "detail", "error_message"):
+            value = parsed.get(key)
+            if isinstance(value, str) and value:
+                return value[:300]
+            if isinstance(value, dict | list):
+                return orjson.dumps(value).decode()[:300]
+    return raw[:200].decode("utf-8", "replace")
+
+
+def _retry_after(header: str | None, parsed: Any) -> float | None:
+    candidates: list[Any] = [header]
+    if isinstance(parsed, dict):
+        candidates += [parsed.get("retry_after"), parsed.get("retryAfter")]
+    for value in candidates:
+        try:
+            if value is not None:
+                return max(0.0, float(value))
+        except (TypeError, ValueError):
+            continue
+    return None
