@@ -1,0 +1,1 @@
+"""Which backend takes a job: eligibility, shared fleet view, health, policies, reservation."""
