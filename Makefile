@@ -1,0 +1,49 @@
+# The commands the README gives. Everything runs from a local .venv.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+
+.PHONY: run test lint bench redis-server clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(VENV)/.installed-run: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet --disable-pip-version-check -e .
+	touch $@
+
+$(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[test,lint]'
+	touch $@ $(VENV)/.installed-run
+
+## run: the demo: gateway on memory:// + simulated fleet + sample requests, keeps serving
+run: $(VENV)/.installed-run
+	$(BIN)/gateway demo
+
+## redis-server: install Debian's redis-server when it is missing (the tests start their own)
+redis-server:
+	@command -v redis-server >/dev/null 2>&1 || { \
+		echo "installing redis-server from Debian's packages"; \
+		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+		export DEBIAN_FRONTEND=noninteractive; \
+		$$SUDO apt-get install -y --no-install-recommends redis-server >/dev/null 2>&1 || \
+		{ $$SUDO apt-get update >/dev/null && $$SUDO apt-get install -y --no-install-recommends redis-server >/dev/null; }; \
+	}
+	@command -v redis-server >/dev/null 2>&1 || { echo "redis-server is still missing" >&2; exit 1; }
+
+## test: the whole suite against a real redis-server that the tests start and stop
+test: $(VENV)/.installed-dev redis-server
+	$(BIN)/pytest
+
+## lint: ruff (lint + format check) and mypy --strict
+lint: $(VENV)/.installed-dev
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+## bench: the benchmarks; results land in bench/results/
+bench: $(VENV)/.installed-dev redis-server
+	$(BIN)/python -m bench
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

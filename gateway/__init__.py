@@ -1,0 +1,1 @@
+"""The gateway service: HTTP API, jobs, callbacks, webhook relay, config, store, CLI."""

@@ -1,0 +1,221 @@
+"""`/v1/generations`: submit, read (with long-poll), cancel."""
+
+from __future__ import annotations
+
+import hashlib
+import time
+
+import orjson
+from aiohttp import web
+
+from adapters.normalized import GenerationRequest
+from gateway import ids
+from gateway.api.bodies import read_model
+from gateway.context import services
+from gateway.errors import (
+    BadRequest,
+    Conflict,
+    InvalidRequest,
+    NoEligibleBackend,
+    NotFound,
+    RateLimited,
+    ServiceUnavailable,
+    field_detail,
+)
+from gateway.jobs import transitions
+from gateway.jobs.model import Job, JobRecord, JobStatus, utcnow
+from gateway.jobs.updater import Change
+from gateway.relay.guard import Refused
+from gateway.store.jobs import Versioned
+from routing.eligibility import Eligible, NotAllowed
+
+MAX_WAIT = 60.0
+MAX_IDEMPOTENCY_KEY = 255
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_post("/v1/generations", submit)
+    app.router.add_get("/v1/generations/{id}", read)
+    app.router.add_delete("/v1/generations/{id}", cancel)
+
+
+def job_response(
+    job: Job, status: int = 200, headers: dict[str, str] | None = None
+) -> web.Response:
+    return web.Response(
+        body=job.model_dump_json(), status=status, content_type="application/json", headers=headers
+    )
+
+
+async def submit(request: web.Request) -> web.Response:
+    s = services(request)
+    tenant = s.directory.tenant(request)
+    body = await read_model(
+        request, GenerationRequest, context={"allow_http": s.settings.outbound.allow_http}
+    )
+    if body.webhook_url:
+        try:
+            s.guard.check_url(body.webhook_url)
+        except Refused as exc:
+            raise InvalidRequest(
+                f"webhook_url: {exc}", details=[field_detail("webhook_url", str(exc), "forbidden")]
+            ) from None
+    if tenant.rate_limit is not None:
+        wait = await s.rate.acquire(
+            tenant.name, tenant.rate_limit.per_second, tenant.rate_limit.burst
+        )
+        if wait > 0:
+            s.metrics.rate_limited.labels(tenant.name).inc()
+            raise RateLimited(
+                f"tenant {tenant.name} is over its rate limit",
+                headers={"Retry-After": str(max(1, int(wait + 0.999)))},
+            )
+    eligible = _eligible(request, tenant.name, body)
+
+    idempotency = request.headers.get("Idempotency-Key")
+    body_hash = hashlib.sha256(
+        orjson.dumps(body.model_dump(mode="json"), option=orjson.OPT_SORT_KEYS)
+    ).hexdigest()
+    shard = None
+    key_digest = ""
+    if idempotency is not None:
+        if not 1 <= len(idempotency) <= MAX_IDEMPOTENCY_KEY:
+            raise BadRequest(
+                f"Idempotency-Key: must be 1 to {MAX_IDEMPOTENCY_KEY} characters",
+                details=[field_detail("Idempotency-Key", "wrong length", "header")],
+            )
+        key_digest = hashlib.sha256(idempotency.encode()).hexdigest()
+        shard = ids.shard_for(tenant.name, key_digest)
+
+    now = utcnow()
+    record = JobRecord(
+        id=ids.new_job_id(shard),
+        status=JobStatus.QUEUED,
+        tenant=tenant.name,
+        metadata=body.metadata,
+        webhook_url=body.webhook_url,
+        created_at=now,
+        updated_at=now,
+        secret=ids.new_job_secret(),
+        request=body.model_dump(mode="json", exclude_none=True),
+        deadline=time.time() + s.settings.jobs.result_timeout,
+    )
+    existing = await s.jobs.create(
+        record,
+        poll_due=time.time() + s.settings.jobs.dispatch_timeout,
+        idempotency=(key_digest, f"{record.id} {body_hash}") if idempotency is not None else None,
+        idempotency_ttl=s.settings.jobs.idempotency_ttl,
+    )
+    if existing is not None:
+        return await _replay(request, existing, body_hash)
+    s.metrics.jobs.labels(tenant.name, "accepted").inc()
+    saved = await s.dispatcher.dispatch(Versioned(1, record), eligible)
+    job = (saved.record if saved else record).public()
+    return job_response(job, 202, {"Location": f"/v1/generations/{job.id}"})
+
+
+def _eligible(request: web.Request, tenant: str, body: GenerationRequest) -> Eligible:
+    s = services(request)
+    try:
+        eligible = s.eligibility.evaluate(tenant, body)
+    except NotAllowed as exc:
+        names = ", ".join(exc.names)
+        raise InvalidRequest(
+            f"backends: {names} not available to this tenant",
+            details=[
+                field_detail("backends", f"{n} is not available to this tenant") for n in exc.names
+            ],
+        ) from None
+    if not eligible.candidates:
+        fields = sorted({f for reasons in eligible.rejected.values() for f in reasons})
+        details = [
+            {"field": f, "backend": b, "message": why, "type": "unsupported"}
+            for b, reasons in eligible.rejected.items()
+            for f, why in reasons.items()
+        ]
+        raise NoEligibleBackend(
+            f"no eligible backend supports: {', '.join(fields) or 'this request'}", details=details
+        )
+    if not any(s.view.routable(c.backend.name) for c in eligible.candidates):
+        raise ServiceUnavailable(
+            "every eligible backend is ejected or drained; try again shortly",
+            headers={"Retry-After": "5"},
+        )
+    return eligible
+
+
+async def _replay(request: web.Request, existing: str, body_hash: str) -> web.Response:
+    job_id, _, stored_hash = existing.partition(" ")
+    if stored_hash != body_hash:
+        raise Conflict(
+            "Idempotency-Key was already used with a different request body",
+            details=[field_detail("Idempotency-Key", "reused with another body", "conflict")],
+        )
+    current = await services(request).jobs.get(job_id)
+    if current is None:
+        raise Conflict("Idempotency-Key refers to a job that no longer exists")
+    return job_response(
+        current.record.public(),
+        202,
+        {"Idempotent-Replayed": "true", "Location": f"/v1/generations/{job_id}"},
+    )
+
+
+async def _owned(request: web.Request) -> Versioned:
+    s = services(request)
+    tenant = s.directory.tenant(request)
+    job_id = request.match_info["id"]
+    current = await s.jobs.get(job_id) if ids.is_job_id(job_id) else None
+    if current is None or current.record.tenant != tenant.name:
+        raise NotFound(f"no job {job_id}")
+    return current
+
+
+def _wait_seconds(request: web.Request) -> float:
+    raw = request.query.get("wait")
+    if raw is None:
+        return 0.0
+    try:
+        wait = float(raw)
+    except ValueError:
+        wait = -1.0
+    if not 0 <= wait <= MAX_WAIT:
+        raise BadRequest(
+            f"wait: must be a number of seconds from 0 to {MAX_WAIT:g}",
+            details=[field_detail("wait", "out of range", "query")],
+        )
+    return wait
+
+
+async def read(request: web.Request) -> web.Response:
+    wait = _wait_seconds(request)
+    current = await _owned(request)
+    s = services(request)
+    deadline = time.monotonic() + wait
+    while not current.record.status.final:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            break
+        # Re-read at least every second: notifications are best-effort.
+        await s.events.wait(current.record.id, min(remaining, 1.0))
+        fresh = await s.jobs.get(current.record.id)
+        if fresh is None:
+            break
+        current = fresh
+    return job_response(current.record.public())
+
+
+async def cancel(request: web.Request) -> web.Response:
+    current = await _owned(request)
+    s = services(request)
+    if current.record.status.final:
+        raise Conflict(f"job {current.record.id} already {current.record.status.value}")
+
+    def mutate(record: JobRecord) -> Change | None:
+        return Change() if transitions.cancel(record, utcnow()) else None
+
+    saved = await s.updater.update(current.record.id, mutate, current=current)
+    record = saved.record if saved else current.record
+    if record.status is not JobStatus.CANCELED:
+        raise Conflict(f"job {record.id} already {record.status.value}")
+    return job_response(record.public())

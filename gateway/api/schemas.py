@@ -1,0 +1,61 @@
+"""Response models that are not jobs: errors, backends, readiness, the client webhook."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel
+
+from gateway.jobs.model import Job
+
+
+class ErrorObject(BaseModel):
+    code: str
+    message: str
+    details: list[dict[str, Any]] = []
+
+
+class ErrorBody(BaseModel):
+    error: ErrorObject
+
+
+class Probe(BaseModel):
+    ok: bool | None
+    detail: str
+    at: str | None
+
+
+class BackendStatus(BaseModel):
+    name: str
+    adapter: str
+    health: Literal["healthy", "probe_failing", "ejected", "drained"]
+    routable: bool
+    drained: bool
+    ejected_until: str | None
+    ejections: int
+    consecutive_failures: int
+    in_flight: int
+    capacity: int
+    reported_queue: int | None
+    last_probe: Probe
+    weight: float
+    tags: list[str]
+    models: list[str]
+
+
+class BackendList(BaseModel):
+    backends: list[BackendStatus]
+    as_of: str | None
+
+
+class Readiness(BaseModel):
+    ready: bool
+    store: Literal["ok", "unreachable"]
+    routable_backends: int
+
+
+class WebhookEvent(BaseModel):
+    """The body of the client webhook, signed per Standard Webhooks."""
+
+    type: Literal["generation.succeeded", "generation.failed"]
+    data: Job

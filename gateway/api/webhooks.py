@@ -1,0 +1,31 @@
+"""`/webhooks/{backend}/{track_id}`: where providers call the gateway back."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from gateway.context import services
+from gateway.errors import NotFound, Unauthorized
+from gateway.inbound import Received
+
+MAX_CALLBACK_BYTES = 4 * 1024 * 1024
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_post("/webhooks/{backend}/{track_id}", receive)
+
+
+async def receive(request: web.Request) -> web.Response:
+    body = await request.content.read(MAX_CALLBACK_BYTES)
+    outcome = await services(request).inbound.receive(
+        request.match_info["backend"],
+        request.match_info["track_id"],
+        request.query.get("token", ""),
+        body,
+    )
+    if outcome is Received.BAD_TOKEN:
+        raise Unauthorized("invalid callback token")
+    if outcome is Received.UNKNOWN:
+        raise NotFound("no such submission")
+    # Everything else is acknowledged: the provider has nothing better to do with an error.
+    return web.json_response({"status": outcome.value})

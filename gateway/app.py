@@ -1,0 +1,40 @@
+"""The app factory: `create_app(settings)` owns the store, sessions and background loops."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+
+from gateway.api import backends, generations, health, openapi, webhooks
+from gateway.config import Settings
+from gateway.context import METRICS, SERVICES, SETTINGS
+from gateway.middleware import make_middlewares
+from gateway.services import build_services, start_background
+from observability.metrics import Metrics
+
+
+def create_app(settings: Settings, *, metrics: Metrics | None = None) -> web.Application:
+    metrics = metrics or Metrics()
+    app = web.Application(
+        client_max_size=settings.jobs.max_body_bytes, middlewares=make_middlewares(metrics)
+    )
+    app[SETTINGS] = settings
+    app[METRICS] = metrics
+
+    async def services_ctx(app: web.Application) -> AsyncIterator[None]:
+        services = await build_services(settings, metrics)
+        app[SERVICES] = services
+        try:
+            await start_background(services)
+            yield
+        finally:
+            await services.close()
+
+    app.cleanup_ctx.append(services_ctx)
+    generations.add_routes(app)
+    webhooks.add_routes(app)
+    backends.add_routes(app)
+    health.add_routes(app)
+    openapi.add_routes(app)
+    return app

@@ -1,0 +1,333 @@
+"""The settings model (the YAML config file of PRODUCT.md), built once and passed in."""
+
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+import ipaddress
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal, Self
+
+import yaml
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+from adapters.base import Target
+from adapters.registry import ADAPTERS
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
+_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, None: 1}
+_KEY_HASH = re.compile(r"^sha256:[0-9a-f]{64}$")
+_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$"
+_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+def _duration(value: Any) -> Any:
+    """Accept seconds as a number or text like `250ms`, `5s`, `10m`, `2h`, `7d`."""
+    if isinstance(value, str):
+        match = _DURATION.match(value)
+        if not match:
+            raise ValueError("a duration is a number of seconds or text like 500ms, 5s, 10m, 2h")
+        return float(match.group(1)) * _UNITS[match.group(2)]
+    return value
+
+
+def _http_url(value: Any) -> Any:
+    if isinstance(value, str) and not re.match(r"^https?://[^\s/]+[^\s]*$", value):
+        raise ValueError("must be an http:// or https:// URL")
+    return value
+
+
+def _key_hash(value: Any) -> Any:
+    if isinstance(value, str) and not _KEY_HASH.match(value):
+        raise ValueError("must be 'sha256:' followed by 64 lowercase hex digits")
+    return value
+
+
+Seconds = Annotated[float, BeforeValidator(_duration), Field(ge=0)]
+KeyHash = Annotated[str, BeforeValidator(_key_hash)]
+Name = Annotated[str, Field(pattern=_NAME)]
+HttpUrl = Annotated[str, BeforeValidator(_http_url)]
+
+
+def hash_key(key: str) -> str:
+    """The form API keys take in the config: `sha256:<hex>` of the key."""
+    return "sha256:" + hashlib.sha256(key.encode()).hexdigest()
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Listen(Section):
+    host: str = "0.0.0.0"  # noqa: S104 - a service listens on all interfaces by default
+    port: int = Field(default=8080, ge=0, le=65535)
+
+
+class RateLimit(Section):
+    per_second: float = Field(gt=0)
+    burst: int = Field(default=1, ge=1)
+
+
+class Tenant(Section):
+    name: Name
+    api_keys: list[KeyHash] = Field(min_length=1)
+    webhook_secret: SecretStr
+    rate_limit: RateLimit | None = None
+    backends: list[str] = Field(default_factory=lambda: ["*"], min_length=1)
+
+    @field_validator("webhook_secret")
+    @classmethod
+    def _whsec(cls, value: SecretStr) -> SecretStr:
+        import base64
+        import binascii
+
+        raw = value.get_secret_value()
+        if not raw.startswith("whsec_"):
+            raise ValueError("must start with 'whsec_' (Standard Webhooks secret)")
+        try:
+            decoded = base64.b64decode(raw[len("whsec_") :], validate=True)
+        except binascii.Error:
+            raise ValueError("the part after 'whsec_' must be base64") from None
+        if len(decoded) < 16:
+            raise ValueError("must hold at least 16 bytes of key material")
+        return value
+
+
+class Backend(Section):
+    name: Name
+    adapter: str
+    base_url: HttpUrl
+    api_key: SecretStr | None = None
+    max_concurrency: int = Field(default=4, ge=1, le=100_000)
+    weight: float = Field(default=1.0, gt=0)
+    tags: list[Name] = Field(default_factory=list)
+    models: dict[str, str] = Field(min_length=1)
+    options: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("adapter")
+    @classmethod
+    def _known_adapter(cls, value: str) -> str:
+        if value not in ADAPTERS:
+            raise ValueError(f"unknown adapter; known: {', '.join(sorted(ADAPTERS))}")
+        return value
+
+    @field_validator("options")
+    @classmethod
+    def _adapter_options(cls, value: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
+        adapter = info.data.get("adapter")
+        if adapter in ADAPTERS:
+            ADAPTERS[adapter].options_model.model_validate(value)
+        return value
+
+    def target(self) -> Target:
+        return Target(
+            name=self.name,
+            base_url=self.base_url.rstrip("/"),
+            api_key=self.api_key,
+            models=self.models,
+            options=self.options,
+        )
+
+
+class Ejection(Section):
+    consecutive_failures: int = Field(default=5, ge=1)
+    base_time: Seconds = 5.0
+    max_time: Seconds = 300.0
+    max_share: float = Field(default=0.5, ge=0, le=1)
+
+
+class Routing(Section):
+    strategy: Literal["least_loaded", "p2c", "round_robin", "weighted_random", "priority"] = (
+        "least_loaded"
+    )
+    max_attempts: int = Field(default=3, ge=1, le=20)
+    reservation_lease: Seconds = 30.0
+    view_refresh: Seconds = 0.25
+    probe_interval: Seconds = 10.0
+    ejection: Ejection = Ejection()
+
+
+def _network(value: Any) -> Any:
+    if isinstance(value, str):
+        try:
+            return ipaddress.ip_network(value, strict=False)
+        except ValueError as exc:
+            raise ValueError(str(exc)) from None
+    return value
+
+
+Network = Annotated[ipaddress.IPv4Network | ipaddress.IPv6Network, BeforeValidator(_network)]
+
+SVIX_SCHEDULE = (0.0, 5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0, 36000.0)
+
+
+class Outbound(Section):
+    allow_http: bool = False
+    allow_networks: list[Network] = Field(default_factory=list)
+    timeout: Seconds = 15.0
+    schedule: list[Seconds] = Field(default_factory=lambda: list(SVIX_SCHEDULE), min_length=1)
+    jitter: float = Field(default=0.2, ge=0, le=1)
+    visibility_timeout: Seconds = 60.0
+    concurrency: int = Field(default=64, ge=1)
+
+
+class Jobs(Section):
+    retention: Seconds = 7 * 86400.0
+    result_timeout: Seconds = 900.0
+    dispatch_timeout: Seconds = 120.0
+    idempotency_ttl: Seconds = 86400.0
+    max_body_bytes: int = Field(default=8 * 1024 * 1024, ge=1024)
+
+
+class Settings(Section):
+    public_url: HttpUrl
+    store: str = Field(default="memory://", pattern=r"^(redis|rediss|unix|memory)://")
+    listen: Listen = Listen()
+    admin_keys: list[KeyHash] = Field(default_factory=list)
+    routing: Routing = Routing()
+    outbound: Outbound = Outbound()
+    jobs: Jobs = Jobs()
+    tenants: list[Tenant] = Field(min_length=1)
+    backends: list[Backend] = Field(min_length=1)
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    instance_id: str | None = Field(default=None, pattern=_NAME)
+
+    @model_validator(mode="after")
+    def _cross_checks(self) -> Self:
+        _unique("backends", [b.name for b in self.backends])
+        _unique("tenants", [t.name for t in self.tenants])
+        seen: dict[str, str] = {}
+        for tenant in self.tenants:
+            for key in tenant.api_keys:
+                if key in seen and seen[key] != tenant.name:
+                    raise ValueError(
+                        f"tenant {tenant.name!r} shares an API key with tenant {seen[key]!r}"
+                    )
+                seen[key] = tenant.name
+            for pattern in tenant.backends:
+                if not any(backend_matches(b, pattern) for b in self.backends):
+                    raise ValueError(
+                        f"tenant {tenant.name!r}: backends pattern {pattern!r} matches no backend"
+                    )
+        return self
+
+    @property
+    def public_base(self) -> str:
+        return self.public_url.rstrip("/")
+
+
+def _unique(what: str, names: list[str]) -> None:
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise ValueError(f"{what}: duplicate names {', '.join(dupes)}")
+
+
+def backend_matches(backend: Backend, pattern: str) -> bool:
+    """A tenant pattern is a backend name, a glob over names, or a tag."""
+    return fnmatch.fnmatchcase(backend.name, pattern) or pattern in backend.tags
+
+
+# -- loading ------------------------------------------------------------------------------
+
+
+class ConfigError(Exception):
+    """The config could not be loaded; `problems` say where and why."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+
+def expand_env(value: Any, environ: Mapping[str, str], path: str, missing: list[str]) -> Any:
+    """Replace `${NAME}` and `${NAME:-default}` in every string of a loaded YAML tree."""
+    if isinstance(value, str):
+
+        def substitute(match: re.Match[str]) -> str:
+            name, default = match.group(1), match.group(2)
+            if name in environ:
+                return environ[name]
+            if default is not None:
+                return default
+            missing.append(f"{path or '<root>'}: environment variable {name} is not set")
+            return ""
+
+        return _ENV_REF.sub(substitute, value)
+    if isinstance(value, dict):
+        return {k: expand_env(v, environ, _join(path, str(k)), missing) for k, v in value.items()}
+    if isinstance(value, list):
+        return [expand_env(v, environ, f"{path}[{i}]", missing) for i, v in enumerate(value)]
+    return value
+
+
+def _join(path: str, key: str) -> str:
+    return f"{path}.{key}" if path else key
+
+
+def parse_config(text: str, environ: Mapping[str, str] | None = None) -> Settings:
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError([f"not valid YAML: {exc}"]) from None
+    if not isinstance(raw, dict):
+        raise ConfigError(["the config must be a YAML mapping at the top level"])
+    missing: list[str] = []
+    expanded = expand_env(raw, os.environ if environ is None else environ, "", missing)
+    if missing:
+        raise ConfigError(missing)
+    try:
+        return Settings.model_validate(expanded)
+    except ValidationError as exc:
+        raise ConfigError(describe_errors(exc, expanded)) from None
+
+
+def load_config(path: str | Path, environ: Mapping[str, str] | None = None) -> Settings:
+    try:
+        text = Path(path).read_text()
+    except OSError as exc:
+        raise ConfigError([f"cannot read {path}: {exc.strerror}"]) from None
+    return parse_config(text, environ)
+
+
+def describe_errors(exc: ValidationError, raw: Any) -> list[str]:
+    """Readable `where: what` lines, naming list entries by their `name` when they have one."""
+    lines = []
+    for error in exc.errors(include_url=False):
+        where = _location(error["loc"], raw)
+        message = error["msg"].removeprefix("Value error, ")
+        lines.append(f"{where}: {message}" if where else message)
+    return lines
+
+
+def _location(loc: tuple[int | str, ...], raw: Any) -> str:
+    parts: list[str] = []
+    node = raw
+    for step in loc:
+        if isinstance(step, int):
+            named = (
+                node[step].get("name")
+                if isinstance(node, list) and step < len(node) and isinstance(node[step], dict)
+                else None
+            )
+            parts[-1:] = [
+                f"{parts[-1] if parts else ''}[{step}]" + (f" ({named})" if named else "")
+            ]
+        else:
+            parts.append(str(step))
+        try:
+            node = node[step]
+        except (KeyError, IndexError, TypeError):
+            node = None
+    return ".".join(parts)

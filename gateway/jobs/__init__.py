@@ -1,0 +1,1 @@
+"""Jobs: the public model, the stored record and the transitions between states."""

@@ -1,0 +1,149 @@
+"""The job as tenants see it (PRODUCT.md) and the record the store keeps."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class JobStatus(StrEnum):
+    QUEUED = "queued"
+    SUBMITTED = "submitted"
+    PROCESSING = "processing"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELED = "canceled"
+
+    @property
+    def final(self) -> bool:
+        return self in FINAL_STATUSES
+
+
+FINAL_STATUSES = frozenset({JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELED})
+
+
+class JobError(BaseModel):
+    code: str
+    message: str
+
+
+class Attempt(BaseModel):
+    """One try at handing the job to a backend."""
+
+    backend: str
+    outcome: str
+    at: datetime
+    detail: str | None = None
+
+
+class DeliveryAttempt(BaseModel):
+    """One POST of the client webhook."""
+
+    at: datetime
+    outcome: str  # delivered, failed, refused, disabled
+    status: int | None = None
+    detail: str | None = None
+    duration_ms: float | None = None
+
+
+class Job(BaseModel):
+    """The public job: the body of every job answer and of the client webhook's `data`."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    id: str
+    status: JobStatus
+    tenant: str
+    backend: str | None = None
+    adapter: str | None = None
+    track_id: str | None = None
+    images: list[str] = Field(default_factory=list)
+    warnings: list[str] = Field(default_factory=list)
+    error: JobError | None = None
+    attempts: list[Attempt] = Field(default_factory=list)
+    metadata: dict[str, Any] | None = None
+    webhook_url: str | None = None
+    deliveries: list[DeliveryAttempt] = Field(default_factory=list)
+    created_at: datetime
+    updated_at: datetime
+    completed_at: datetime | None = None
+
+
+PUBLIC_FIELDS = frozenset(Job.model_fields)
+
+
+class PartState(StrEnum):
+    SUBMITTED = "submitted"
+    PROCESSING = "processing"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+
+    @property
+    def final(self) -> bool:
+        return self in (PartState.SUCCEEDED, PartState.FAILED)
+
+    @property
+    def rank(self) -> int:
+        return _PART_RANK[self]
+
+
+_PART_RANK = {
+    PartState.SUBMITTED: 0,
+    PartState.PROCESSING: 1,
+    PartState.SUCCEEDED: 2,
+    PartState.FAILED: 2,
+}
+
+
+class Part(BaseModel):
+    """One submission to the chosen backend (a split job has several)."""
+
+    n: int  # the track number: track_id is `<job id>.<n>`
+    images_requested: int = 0
+    provider_id: str | None = None
+    state: PartState = PartState.SUBMITTED
+    images: list[str] = Field(default_factory=list)
+    error: JobError | None = None
+    submitted_at: datetime | None = None
+
+
+class DeliveryState(StrEnum):
+    NONE = "none"  # no webhook_url, or not final yet
+    PENDING = "pending"
+    DELIVERED = "delivered"
+    DEAD = "dead"  # dead-lettered after the last attempt (or 410)
+
+
+class JobRecord(Job):
+    """What the store keeps: the public job plus what the gateway needs to finish it."""
+
+    secret: str
+    request: dict[str, Any] | None = None  # dropped once final
+    parts: list[Part] = Field(default_factory=list)
+    parts_expected: int = 0  # known once a backend accepted; 0 while dispatching
+    first_track: int = 0  # the accepted parts are tracks first_track .. + parts_expected
+    next_track: int = 0
+    reserved: list[str] = Field(default_factory=list)  # reservation members on `backend`
+    deadline: float = 0.0  # epoch seconds after which an unfinished job fails
+    delivery_state: DeliveryState = DeliveryState.NONE
+    provider_error_body: str | None = None  # size-limited raw body of an unreadable webhook
+
+    def public(self) -> Job:
+        return Job.model_validate(self.model_dump(include=set(PUBLIC_FIELDS)))
+
+    def current_parts(self) -> list[Part]:
+        end = self.first_track + self.parts_expected
+        return [p for p in self.parts if self.first_track <= p.n < end]
+
+    def part(self, n: int) -> Part | None:
+        for part in self.parts:
+            if part.n == n:
+                return part
+        return None

@@ -1,0 +1,69 @@
+"""Apply a change to a job atomically: read, mutate, compare-and-set, retry on conflict."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from gateway.jobs.model import DeliveryState, JobRecord, JobStatus
+from gateway.relay.events import render_event
+from gateway.store.jobs import Conflict, JobStore, PollChange, Versioned
+from gateway.store.keys import EVENTS_CHANNEL
+
+
+@dataclass(frozen=True)
+class Change:
+    """What a mutation wants done with the job's poll schedule."""
+
+    poll: PollChange = "keep"
+
+
+# A mutation edits the record in place and returns a Change, or None for "nothing to do".
+Mutation = Callable[[JobRecord], Change | None]
+FinalHook = Callable[[JobRecord], Awaitable[None]]
+
+
+class JobChurn(Exception):
+    """The job changed under us too many times in a row."""
+
+
+class JobUpdater:
+    def __init__(self, jobs: JobStore, on_final: FinalHook, *, tries: int = 8) -> None:
+        self._jobs = jobs
+        self._on_final = on_final
+        self._tries = tries
+
+    async def update(
+        self, job_id: str, mutate: Mutation, *, current: Versioned | None = None
+    ) -> Versioned | None:
+        """Returns the job as saved (or as found, when the mutation changed nothing)."""
+        for _ in range(self._tries):
+            if current is None:
+                current = await self._jobs.get(job_id)
+                if current is None:
+                    return None
+            record = current.record.model_copy(deep=True)
+            was_final = record.status.final
+            change = mutate(record)
+            if change is None:
+                return current
+            became_final = record.status.final and not was_final
+            body = None
+            if became_final and record.webhook_url and record.status is not JobStatus.CANCELED:
+                record.delivery_state = DeliveryState.PENDING
+                body = render_event(record)
+            try:
+                saved = await self._jobs.save(
+                    current,
+                    record,
+                    poll="remove" if record.status.final else change.poll,
+                    delivery_body=body,
+                    channel=EVENTS_CHANNEL if became_final else "",
+                )
+            except Conflict:
+                current = None
+                continue
+            if saved is not None and became_final:
+                await self._on_final(record)
+            return saved
+        raise JobChurn(job_id)

@@ -1,0 +1,81 @@
+"""Middlewares: request ids and log context, metrics, and the one JSON error shape."""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections.abc import Awaitable, Callable
+
+import structlog
+from aiohttp import web
+
+from gateway.errors import (
+    GatewayError,
+    MethodNotAllowed,
+    NotFound,
+    PayloadTooLarge,
+)
+from observability.logging import get_logger
+from observability.metrics import Metrics
+
+log = get_logger(__name__)
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def error_response(error: GatewayError) -> web.Response:
+    return web.json_response(error.body(), status=error.status, headers=error.headers)
+
+
+def _route(request: web.Request) -> str:
+    resource = request.match_info.route.resource
+    return resource.canonical if resource is not None else "unmatched"
+
+
+def make_middlewares(metrics: Metrics) -> list[Callable[..., Awaitable[web.StreamResponse]]]:
+    @web.middleware
+    async def context(request: web.Request, handler: Handler) -> web.StreamResponse:
+        request_id = request.headers.get("X-Request-Id", "")[:64] or secrets.token_hex(8)
+        structlog.contextvars.clear_contextvars()
+        structlog.contextvars.bind_contextvars(request_id=request_id)
+        started = time.perf_counter()
+        status = 500
+        try:
+            response = await handler(request)
+            status = response.status
+            response.headers["X-Request-Id"] = request_id
+            return response
+        finally:
+            route = _route(request)
+            metrics.http_requests.labels(request.method, route, str(status)).inc()
+            metrics.http_duration.labels(request.method, route).observe(
+                time.perf_counter() - started
+            )
+
+    @web.middleware
+    async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+        try:
+            return await handler(request)
+        except GatewayError as exc:
+            return error_response(exc)
+        except web.HTTPRequestEntityTooLarge as exc:
+            return error_response(
+                PayloadTooLarge(f"the body is larger than {exc.text or 'allowed'}")
+            )
+        except web.HTTPNotFound:
+            return error_response(NotFound(f"no route {request.method} {request.path}"))
+        except web.HTTPMethodNotAllowed as exc:
+            error = MethodNotAllowed(f"{request.method} is not allowed on {request.path}")
+            error.headers["Allow"] = ",".join(sorted(exc.allowed_methods))
+            return error_response(error)
+        except web.HTTPException as exc:
+            if exc.status < 400:
+                raise
+            generic = GatewayError(exc.reason)
+            generic.status, generic.code = exc.status, exc.reason.lower().replace(" ", "_")
+            return error_response(generic)
+        except Exception:
+            log.exception("unhandled_error", path=request.path)
+            return error_response(GatewayError("internal error; see the gateway log"))
+
+    return [context, errors]

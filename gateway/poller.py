@@ -1,0 +1,158 @@
+"""The shared poll schedule: one owner per due job across all instances.
+
+A job is due when it waits for dispatch (queued), when its provider's webhook is late,
+or when its result deadline passes. Whoever claims it (atomically, in Redis) acts on it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Mapping
+
+import aiohttp
+
+from adapters.base import ProviderResult, ResultState
+from adapters.errors import ProviderBadAnswer, ProviderError
+from gateway.background import Background
+from gateway.config import Settings
+from gateway.dispatch import Dispatcher
+from gateway.jobs import transitions
+from gateway.jobs.model import JobRecord, JobStatus, utcnow
+from gateway.jobs.updater import Change, JobUpdater, Mutation
+from gateway.store.jobs import JobStore
+from gateway.store.schedules import Schedules
+from observability.logging import get_logger
+from observability.metrics import Metrics
+from routing.backends import Backend
+
+log = get_logger(__name__)
+
+TICK = 0.2
+MAX_CHECKS = 64
+
+
+class Poller:
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        jobs: JobStore,
+        schedules: Schedules,
+        updater: JobUpdater,
+        dispatcher: Dispatcher,
+        backends: Mapping[str, Backend],
+        session: aiohttp.ClientSession,
+        metrics: Metrics,
+        background: Background,
+    ) -> None:
+        self._settings = settings
+        self._jobs = jobs
+        self._schedules = schedules
+        self._updater = updater
+        self._dispatcher = dispatcher
+        self._backends = backends
+        self._session = session
+        self._metrics = metrics
+        self._background = background
+        self._running = 0
+        # A claim must outlast the slowest check: a full dispatch with every retry.
+        self._lease = settings.jobs.dispatch_timeout
+
+    async def run(self) -> None:
+        while True:
+            free = MAX_CHECKS - self._running
+            if free > 0:
+                for job_id in await self._schedules.claim_polls(time.time(), self._lease, free):
+                    self._running += 1
+                    self._background.spawn(self._counted(job_id), name=f"poll-{job_id}")
+            await asyncio.sleep(TICK)
+
+    async def _counted(self, job_id: str) -> None:
+        try:
+            await self.check(job_id)
+        finally:
+            self._running -= 1
+
+    async def check(self, job_id: str) -> None:
+        current = await self._jobs.get(job_id)
+        if current is None or current.record.status.final:
+            await self._schedules.unschedule_poll(job_id)
+            return
+        record = current.record
+        if time.time() > record.deadline:
+            await self._expire(job_id, record)
+            return
+        if record.status is JobStatus.QUEUED:
+            await self._dispatcher.dispatch(current)
+            return
+        backend = self._backends.get(record.backend or "")
+        if backend is None:
+            await self._updater.update(
+                job_id,
+                _fail("backend_removed", f"backend {record.backend} is no longer configured"),
+            )
+            return
+        results = await self._poll_parts(backend, record)
+
+        def apply(record: JobRecord) -> Change | None:
+            now = utcnow()
+            changed = [transitions.merge_part(record, n, res, now) for n, res in results]
+            if not any(changed):
+                return None
+            transitions.settle(record, now)
+            return Change(poll=time.time() + backend.adapter.options.poll_interval)
+
+        saved = await self._updater.update(job_id, apply, current=current)
+        if saved is not None and not saved.record.status.final and saved.version == current.version:
+            await self._schedules.schedule_poll(
+                job_id, time.time() + backend.adapter.options.poll_interval
+            )
+
+    async def _poll_parts(
+        self, backend: Backend, record: JobRecord
+    ) -> list[tuple[int, ProviderResult]]:
+        results = []
+        for part in record.current_parts():
+            if part.state.final or part.provider_id is None:
+                continue
+            started = time.perf_counter()
+            try:
+                result = await backend.adapter.poll(self._session, part.provider_id)
+                outcome = "finished" if result.state.final else "pending"
+            except ProviderBadAnswer as exc:
+                result = ProviderResult(
+                    ResultState.FAILED,
+                    error_code="provider_bad_answer",
+                    error_message=f"{backend.name} answered a poll unreadably: {exc.message}",
+                )
+                outcome = "bad_answer"
+            except ProviderError as exc:
+                # Transient: the next poll tries again, until the job's deadline.
+                log.info("poll_failed", job_id=record.id, backend=backend.name, error=exc.message)
+                self._metrics.polls.labels(backend.name, "error").inc()
+                continue
+            finally:
+                self._metrics.provider_duration.labels(backend.name, "poll").observe(
+                    time.perf_counter() - started
+                )
+            self._metrics.polls.labels(backend.name, outcome).inc()
+            results.append((part.n, result))
+        return results
+
+    async def _expire(self, job_id: str, record: JobRecord) -> None:
+        if record.status is JobStatus.QUEUED:
+            code, message = "not_dispatched", "no backend took the job before its deadline"
+        else:
+            code = "result_timeout"
+            message = (
+                f"no result from {record.backend} within {self._settings.jobs.result_timeout:g}s"
+            )
+        await self._updater.update(job_id, _fail(code, message))
+
+
+def _fail(code: str, message: str) -> Mutation:
+    def mutate(record: JobRecord) -> Change | None:
+        return Change() if transitions.fail(record, code, message, utcnow()) else None
+
+    return mutate

@@ -1,0 +1,1 @@
+"""Outbound client webhooks: rendering, signing, SSRF guard, durable delivery worker."""

@@ -1,0 +1,86 @@
+"""One signed POST of a client webhook, classified for the retry policy."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from enum import StrEnum
+
+import aiohttp
+
+from gateway.jobs.model import DeliveryAttempt, utcnow
+from gateway.relay import signing
+from gateway.relay.guard import OutboundGuard, Refused, describe
+
+
+class Verdict(StrEnum):
+    DELIVERED = "delivered"  # 2xx
+    RETRY = "failed"  # anything else worth another try
+    DISABLED = "disabled"  # 410 Gone: the endpoint asks us to stop
+    REFUSED = "refused"  # the SSRF guard forbids the destination
+
+
+@dataclass(frozen=True)
+class Sent:
+    verdict: Verdict
+    attempt: DeliveryAttempt
+    retry_after: float | None = None
+
+
+class Sender:
+    def __init__(
+        self, session: aiohttp.ClientSession, guard: OutboundGuard, timeout: float
+    ) -> None:
+        self._session = session
+        self._guard = guard
+        self._timeout = aiohttp.ClientTimeout(total=timeout)
+
+    async def send(self, url: str, key: bytes, msg_id: str, body: bytes) -> Sent:
+        started = time.perf_counter()
+        at = utcnow()
+
+        def attempt(outcome: Verdict, status: int | None, detail: str | None) -> DeliveryAttempt:
+            elapsed = round((time.perf_counter() - started) * 1000, 2)
+            return DeliveryAttempt(
+                at=at, outcome=outcome.value, status=status, detail=detail, duration_ms=elapsed
+            )
+
+        try:
+            self._guard.check_url(url)
+            headers = signing.headers(key, msg_id, int(time.time()), body)
+            async with self._session.post(
+                url, data=body, headers=headers, timeout=self._timeout, allow_redirects=False
+            ) as resp:
+                await resp.content.read(4096)  # drain a little; the body is not ours to keep
+                status = resp.status
+                retry_after = _seconds(resp.headers.get("Retry-After"))
+        except Refused as exc:
+            return Sent(Verdict.REFUSED, attempt(Verdict.REFUSED, None, str(exc)))
+        except TimeoutError:
+            detail = f"no answer within {self._timeout.total:g}s"
+            return Sent(Verdict.RETRY, attempt(Verdict.RETRY, None, detail))
+        except aiohttp.ClientError as exc:
+            refused = describe(exc)
+            if refused:
+                return Sent(Verdict.REFUSED, attempt(Verdict.REFUSED, None, refused))
+            return Sent(
+                Verdict.RETRY, attempt(Verdict.RETRY, None, f"{type(exc).__name__}: {exc}"[:300])
+            )
+        if 200 <= status < 300:
+            return Sent(Verdict.DELIVERED, attempt(Verdict.DELIVERED, status, None))
+        if status == 410:
+            return Sent(
+                Verdict.DISABLED, attempt(Verdict.DISABLED, status, "410 Gone: endpoint disabled")
+            )
+        if 300 <= status < 400:
+            return Sent(Verdict.RETRY, attempt(Verdict.RETRY, status, "redirects are not followed"))
+        return Sent(Verdict.RETRY, attempt(Verdict.RETRY, status, f"HTTP {status}"), retry_after)
+
+
+def _seconds(value: str | None) -> float | None:
+    if value is None:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        return None  # an HTTP-date; the schedule decides instead

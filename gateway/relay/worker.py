@@ -1,0 +1,168 @@
+"""The durable delivery worker: a consumer of every shard's delivery stream.
+
+Any instance delivers any job's webhook. A delivery is read from the stream (consumer
+group `relay`), sent, and its outcome recorded in the job together with the stream
+acknowledgement, atomically. A worker that dies mid-delivery leaves the entry pending;
+another instance reclaims it after `outbound.visibility_timeout`. Retries wait in a
+per-shard sorted set and are moved back onto the stream when due, by one script.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import Mapping
+
+from gateway.background import Background
+from gateway.config import Outbound
+from gateway.jobs.model import DeliveryAttempt, DeliveryState, JobRecord
+from gateway.relay.events import webhook_id
+from gateway.relay.sender import Sender, Verdict
+from gateway.store.jobs import Conflict, DeliveryAction, JobStore, Versioned
+from gateway.store.schedules import DeliveryEntry, Schedules
+from observability.logging import get_logger
+from observability.metrics import Metrics
+
+log = get_logger(__name__)
+
+BATCH = 64
+
+
+class Relay:
+    def __init__(
+        self,
+        *,
+        consumer: str,
+        outbound: Outbound,
+        jobs: JobStore,
+        schedules: Schedules,
+        sender: Sender,
+        tenant_keys: Mapping[str, bytes],
+        metrics: Metrics,
+        background: Background,
+    ) -> None:
+        self._consumer = consumer
+        self._outbound = outbound
+        self._jobs = jobs
+        self._schedules = schedules
+        self._sender = sender
+        self._keys = tenant_keys
+        self._metrics = metrics
+        self._background = background
+        self._slots = asyncio.Semaphore(outbound.concurrency)
+        self._in_progress: set[str] = set()
+
+    async def read_loop(self) -> None:
+        await self._schedules.ensure_groups()
+        while True:
+            await self._slots.acquire()
+            self._slots.release()
+            entries = await self._schedules.read_deliveries(self._consumer, BATCH, block_ms=1000)
+            for entry in entries:
+                await self._start(entry)
+            if not entries and not self._schedules.blocking_reads:
+                await asyncio.sleep(0.05)
+
+    async def maintenance_loop(self) -> None:
+        """Promote due retries; reclaim deliveries whose worker went silent."""
+        last_reclaim = 0.0
+        while True:
+            await self._schedules.promote_retries(time.time())
+            if time.monotonic() - last_reclaim > self._outbound.visibility_timeout / 4:
+                last_reclaim = time.monotonic()
+                for entry in await self._schedules.reclaim_deliveries(
+                    self._consumer, self._outbound.visibility_timeout, BATCH
+                ):
+                    await self._start(entry)
+            await asyncio.sleep(0.25)
+
+    async def _start(self, entry: DeliveryEntry) -> None:
+        if entry[1] in self._in_progress:
+            return
+        await self._slots.acquire()
+        self._in_progress.add(entry[1])
+        self._background.spawn(self._deliver_one(entry), name=f"deliver-{entry[2]}")
+
+    async def _deliver_one(self, entry: DeliveryEntry) -> None:
+        try:
+            await self.deliver(entry)
+        finally:
+            self._in_progress.discard(entry[1])
+            self._slots.release()
+
+    async def deliver(self, entry: DeliveryEntry) -> None:
+        job_id = entry[2]
+        current = await self._jobs.get(job_id)
+        body = await self._jobs.delivery_body(job_id)
+        record = current.record if current is not None else None
+        if current is None or record is None or body is None or record.webhook_url is None:
+            await self._schedules.drop_delivery(entry)  # expired or nothing to deliver
+            return
+        if record.delivery_state is not DeliveryState.PENDING:
+            await self._schedules.drop_delivery(entry)  # a duplicate entry (replay race, reclaim)
+            return
+        key = self._keys.get(record.tenant)
+        if key is None:
+            log.error("delivery_tenant_unknown", job_id=job_id, tenant=record.tenant)
+            await self._schedules.drop_delivery(entry)
+            return
+        sent = await self._sender.send(record.webhook_url, key, webhook_id(job_id), body)
+        self._metrics.delivery_duration.observe((sent.attempt.duration_ms or 0) / 1000)
+        action, due = self._next_step(record, sent.verdict, sent.retry_after)
+        self._metrics.deliveries.labels(record.tenant, sent.attempt.outcome).inc()
+        await self._record(entry, current, sent.attempt, action, due)
+        log.info(
+            "webhook_delivery",
+            job_id=job_id,
+            tenant=record.tenant,
+            outcome=sent.attempt.outcome,
+            status=sent.attempt.status,
+            next=action,
+        )
+
+    async def _record(
+        self,
+        entry: DeliveryEntry,
+        current: Versioned,
+        attempt: DeliveryAttempt,
+        action: DeliveryAction,
+        due: float,
+    ) -> None:
+        state = {
+            "done": DeliveryState.DELIVERED,
+            "retry": DeliveryState.PENDING,
+            "dead": DeliveryState.DEAD,
+        }
+        for _ in range(8):
+            record = current.record.model_copy(deep=True)
+            record.deliveries.append(attempt)
+            record.delivery_state = state[action]
+            try:
+                await self._jobs.save_delivery(
+                    current, record, entry_id=entry[1], action=action, retry_due=due
+                )
+                return
+            except Conflict:
+                fresh = await self._jobs.get(current.record.id)
+                if fresh is None:
+                    await self._schedules.drop_delivery(entry)
+                    return
+                current = fresh
+        log.error("delivery_record_conflict", job_id=current.record.id)
+
+    def _next_step(
+        self, record: JobRecord, verdict: Verdict, retry_after: float | None
+    ) -> tuple[DeliveryAction, float]:
+        if verdict is Verdict.DELIVERED:
+            return "done", 0.0
+        if verdict in (Verdict.DISABLED, Verdict.REFUSED):
+            return "dead", 0.0
+        schedule = self._outbound.schedule
+        made = len(record.deliveries) + 1  # attempts made, this one included
+        if made >= len(schedule):
+            return "dead", 0.0
+        delay = schedule[made] * (1 + random.uniform(-self._outbound.jitter, self._outbound.jitter))
+        if retry_after is not None:
+            delay = max(delay, retry_after)
+        return "retry", time.time() + delay

@@ -1,0 +1,218 @@
+"""Everything one gateway instance runs, built once from the settings."""
+
+from __future__ import annotations
+
+import random
+import secrets
+import socket
+from dataclasses import dataclass
+
+import aiohttp
+
+from adapters.registry import ADAPTERS
+from gateway.auth import Directory
+from gateway.background import Background
+from gateway.config import Settings
+from gateway.dispatch import Dispatcher
+from gateway.fleet_sync import FleetSync
+from gateway.held import HeldReservations
+from gateway.inbound import Inbound
+from gateway.jobs.model import JobRecord
+from gateway.jobs.updater import JobUpdater
+from gateway.poller import Poller
+from gateway.relay.guard import GuardedResolver, OutboundGuard
+from gateway.relay.sender import Sender
+from gateway.relay.signing import secret_key
+from gateway.relay.worker import Relay
+from gateway.store import Store, open_store
+from gateway.store.events import JobEvents
+from gateway.store.fleet import FleetStore
+from gateway.store.jobs import JobStore
+from gateway.store.ratelimit import RateLimiter
+from gateway.store.schedules import Schedules
+from observability.metrics import Metrics
+from routing.backends import Backend
+from routing.eligibility import Eligibility
+from routing.policies import make_policy
+from routing.router import EjectionRules, Router
+from routing.view import FleetView
+
+
+@dataclass
+class Services:
+    settings: Settings
+    instance_id: str
+    metrics: Metrics
+    store: Store
+    jobs: JobStore
+    schedules: Schedules
+    fleet: FleetStore
+    rate: RateLimiter
+    events: JobEvents
+    backends: dict[str, Backend]
+    eligibility: Eligibility
+    view: FleetView
+    router: Router
+    directory: Directory
+    guard: OutboundGuard
+    updater: JobUpdater
+    dispatcher: Dispatcher
+    inbound: Inbound
+    poller: Poller
+    relay: Relay
+    sync: FleetSync
+    held: HeldReservations
+    background: Background
+    provider_session: aiohttp.ClientSession
+    outbound_session: aiohttp.ClientSession
+
+    async def close(self) -> None:
+        await self.background.stop()
+        await self.provider_session.close()
+        await self.outbound_session.close()
+        await self.store.close()
+
+
+def build_backends(settings: Settings) -> dict[str, Backend]:
+    return {
+        cfg.name: Backend(
+            name=cfg.name,
+            adapter=ADAPTERS[cfg.adapter].create(cfg.target()),
+            max_concurrency=cfg.max_concurrency,
+            weight=cfg.weight,
+            tags=frozenset(cfg.tags),
+            models=cfg.models,
+            order=position,
+        )
+        for position, cfg in enumerate(settings.backends)
+    }
+
+
+async def build_services(settings: Settings, metrics: Metrics) -> Services:
+    instance_id = settings.instance_id or f"{socket.gethostname()}-{secrets.token_hex(3)}"
+    store = await open_store(settings.store)
+    backends = build_backends(settings)
+    view = FleetView(list(backends))
+    fleet = FleetStore(store, list(backends))
+    rules = settings.routing.ejection
+    router = Router(
+        make_policy(settings.routing.strategy, random.Random()),
+        view,
+        fleet,
+        lease=settings.routing.reservation_lease,
+        ejection=EjectionRules(
+            rules.consecutive_failures, rules.base_time, rules.max_time, rules.max_share
+        ),
+    )
+    jobs = JobStore(store, retention=settings.jobs.retention, live_ttl=settings.jobs.result_timeout)
+    schedules = Schedules(store)
+    held = HeldReservations()
+    background = Background()
+    provider_session = aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(limit=0, limit_per_host=0, ttl_dns_cache=60),
+        # Provider URLs are operator-configured and trusted; no SSRF guard here.
+    )
+    guard = OutboundGuard(settings.outbound.allow_networks, allow_http=settings.outbound.allow_http)
+    outbound_session = aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(
+            limit=settings.outbound.concurrency * 2,
+            resolver=GuardedResolver(guard),
+            ttl_dns_cache=10,
+        ),
+    )
+
+    async def on_final(record: JobRecord) -> None:
+        if record.backend and record.reserved:
+            await router.release(record.backend, record.reserved)
+            held.drop(record.backend, record.reserved)
+        metrics.jobs.labels(record.tenant, record.status.value).inc()
+        if record.completed_at is not None:
+            metrics.job_duration.labels(record.backend or "none", record.status.value).observe(
+                (record.completed_at - record.created_at).total_seconds()
+            )
+
+    updater = JobUpdater(jobs, on_final)
+    eligibility = Eligibility(
+        list(backends.values()), {t.name: t.backends for t in settings.tenants}
+    )
+    dispatcher = Dispatcher(
+        settings=settings,
+        router=router,
+        eligibility=eligibility,
+        backends=backends,
+        updater=updater,
+        session=provider_session,
+        held=held,
+        metrics=metrics,
+    )
+    events = JobEvents(store)
+    return Services(
+        settings=settings,
+        instance_id=instance_id,
+        metrics=metrics,
+        store=store,
+        jobs=jobs,
+        schedules=schedules,
+        fleet=fleet,
+        rate=RateLimiter(store),
+        events=events,
+        backends=backends,
+        eligibility=eligibility,
+        view=view,
+        router=router,
+        directory=Directory(settings.tenants, settings.admin_keys),
+        guard=guard,
+        updater=updater,
+        dispatcher=dispatcher,
+        inbound=Inbound(jobs=jobs, updater=updater, backends=backends, metrics=metrics),
+        poller=Poller(
+            settings=settings,
+            jobs=jobs,
+            schedules=schedules,
+            updater=updater,
+            dispatcher=dispatcher,
+            backends=backends,
+            session=provider_session,
+            metrics=metrics,
+            background=background,
+        ),
+        relay=Relay(
+            consumer=instance_id,
+            outbound=settings.outbound,
+            jobs=jobs,
+            schedules=schedules,
+            sender=Sender(outbound_session, guard, settings.outbound.timeout),
+            tenant_keys={
+                t.name: secret_key(t.webhook_secret.get_secret_value()) for t in settings.tenants
+            },
+            metrics=metrics,
+            background=background,
+        ),
+        sync=FleetSync(
+            settings=settings,
+            fleet=fleet,
+            view=view,
+            held=held,
+            backends=backends,
+            session=provider_session,
+            metrics=metrics,
+        ),
+        held=held,
+        background=background,
+        provider_session=provider_session,
+        outbound_session=outbound_session,
+    )
+
+
+async def start_background(services: Services) -> None:
+    """First refresh synchronously (routing needs a view), then every loop."""
+    await services.schedules.ensure_groups()
+    await services.sync.refresh()
+    bg = services.background
+    bg.start("events", services.events.run)
+    bg.start("fleet-refresh", services.sync.refresh_loop)
+    bg.start("lease-renewal", services.sync.renew_loop)
+    bg.start("probes", services.sync.probe_loop)
+    bg.start("poller", services.poller.run)
+    bg.start("relay-read", services.relay.read_loop)
+    bg.start("relay-maintenance", services.relay.maintenance_loop)

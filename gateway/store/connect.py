@@ -1,0 +1,71 @@
+"""Opening the store and running its scripts."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import redis.asyncio as redis
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
+from redis.crc import key_slot
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from gateway.store import scripts
+
+Arg = str | int | float | bytes
+
+
+class Store:
+    """A Redis client plus the registered scripts; repositories build on it."""
+
+    def __init__(self, client: redis.Redis, *, memory: bool) -> None:
+        self.redis = client
+        self.memory = memory
+        self._scripts = {
+            name: client.register_script(getattr(scripts, name))
+            for name in dir(scripts)
+            if name.isupper()
+        }
+
+    async def run(self, name: str, keys: Sequence[str], args: Sequence[Arg]) -> Any:
+        """Run one script; its keys must share a hash slot (Redis Cluster's rule)."""
+        assert len({key_slot(k.encode()) for k in keys}) <= 1, f"{name}: keys span slots {keys}"
+        return await self._scripts[name](keys=list(keys), args=list(args))
+
+    def script(self, name: str) -> Any:
+        return self._scripts[name]
+
+    async def ping(self) -> bool:
+        try:
+            return bool(await self.redis.ping())
+        except (RedisConnectionError, RedisTimeoutError, OSError):
+            return False
+
+    async def close(self) -> None:
+        await self.redis.aclose()
+
+
+async def open_store(url: str) -> Store:
+    if url.startswith("memory://"):
+        import fakeredis
+
+        fake: redis.Redis = fakeredis.FakeAsyncRedis()
+        return Store(fake, memory=True)
+    pool = redis.BlockingConnectionPool.from_url(
+        url,
+        max_connections=256,
+        timeout=5,
+        socket_connect_timeout=2,
+        socket_timeout=5,
+        health_check_interval=15,
+    )
+    client = redis.Redis(
+        connection_pool=pool,
+        # Reconnect by itself when Redis restarts; every write is safe to retry
+        # (versioned compare-and-set, named reservation members).
+        retry=Retry(ExponentialBackoff(cap=1.0, base=0.05), retries=8),
+        retry_on_error=[RedisConnectionError, RedisTimeoutError, OSError],
+    )
+    return Store(client, memory=False)

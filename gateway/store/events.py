@@ -1,0 +1,80 @@
+"""Final-state notifications across instances (Redis pub/sub), for long-polls.
+
+Pub/sub is at-most-once, so waiters also re-read the job now and then; a missed message
+only costs latency, never a wrong answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import defaultdict
+from collections.abc import Callable
+
+from gateway.store.connect import Store
+from gateway.store.keys import EVENTS_CHANNEL
+from observability.logging import get_logger
+
+log = get_logger(__name__)
+
+
+class JobEvents:
+    def __init__(self, store: Store) -> None:
+        self._store = store
+        self._waiters: dict[str, set[asyncio.Future[None]]] = defaultdict(set)
+        self._listeners: list[Callable[[str, str], None]] = []
+        self.connected = False
+
+    def subscribe(self, listener: Callable[[str, str], None]) -> None:
+        """Call `listener(job_id, status)` for every final transition, on any instance."""
+        self._listeners.append(listener)
+
+    async def run(self) -> None:
+        """Listen until cancelled, reconnecting after store outages."""
+        while True:
+            pubsub = self._store.redis.pubsub(ignore_subscribe_messages=True)
+            try:
+                await pubsub.subscribe(EVENTS_CHANNEL)
+                self.connected = True
+                while True:
+                    message = await pubsub.get_message(timeout=1.0)
+                    if message is not None:
+                        self._dispatch(message["data"])
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # the store went away; wake everyone to re-read
+                log.warning("events_disconnected", error=type(exc).__name__)
+                self.connected = False
+                self._wake_all()
+                await asyncio.sleep(0.5)
+            finally:
+                await pubsub.aclose()  # type: ignore[no-untyped-call]
+
+    def _dispatch(self, data: bytes) -> None:
+        job_id, _, status = data.decode().partition(" ")
+        self.notify(job_id)
+        for listener in self._listeners:
+            listener(job_id, status)
+
+    def notify(self, job_id: str) -> None:
+        for future in self._waiters.pop(job_id, ()):
+            if not future.done():
+                future.set_result(None)
+
+    def _wake_all(self) -> None:
+        for job_id in list(self._waiters):
+            self.notify(job_id)
+
+    async def wait(self, job_id: str, timeout: float) -> None:
+        """Return when the job may have ended, or after `timeout` seconds."""
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters[job_id].add(future)
+        try:
+            await asyncio.wait_for(future, timeout)
+        except TimeoutError:
+            pass
+        finally:
+            waiters = self._waiters.get(job_id)
+            if waiters is not None:
+                waiters.discard(future)
+                if not waiters:
+                    del self._waiters[job_id]

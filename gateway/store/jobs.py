@@ -1,0 +1,160 @@
+"""Jobs in the store: create (with idempotency), read, and versioned compare-and-set."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Literal
+
+from gateway.ids import shard_of
+from gateway.jobs.model import JobRecord
+from gateway.store import keys
+from gateway.store.connect import Store
+
+DeliveryAction = Literal["done", "retry", "dead"]
+
+# What a save does to the job's poll schedule: keep it, remove it, or set a due time.
+PollChange = Literal["keep", "remove"] | float
+
+
+@dataclass(frozen=True)
+class Versioned:
+    version: int
+    record: JobRecord
+
+
+class Conflict(Exception):
+    """Someone else changed the job between our read and our write."""
+
+
+class JobStore:
+    def __init__(self, store: Store, *, retention: float, live_ttl: float) -> None:
+        self._store = store
+        self._retention_ms = int(retention * 1000)
+        self._live_ttl_ms = int((live_ttl + retention) * 1000)
+
+    def _ttl_ms(self, record: JobRecord) -> int:
+        return self._retention_ms if record.status.final else self._live_ttl_ms
+
+    async def create(
+        self,
+        record: JobRecord,
+        *,
+        poll_due: float,
+        idempotency: tuple[str, str] | None = None,
+        idempotency_ttl: float = 0,
+    ) -> str | None:
+        """Store a new job; with an idempotency (key, value) already taken, return its value."""
+        shard = shard_of(record.id)
+        idem_key, idem_value = idempotency or ("", "")
+        existing = await self._store.run(
+            "CREATE_JOB",
+            [
+                keys.job(record.id),
+                keys.idempotency(shard, record.tenant, idem_key)
+                if idempotency
+                else keys.job(record.id),
+                keys.polls(shard),
+            ],
+            [
+                record.model_dump_json(),
+                record.status.value,
+                self._ttl_ms(record),
+                "1" if idempotency else "0",
+                idem_value,
+                int(idempotency_ttl * 1000),
+                int(poll_due * 1000),
+                record.id,
+            ],
+        )
+        return existing.decode() if existing else None
+
+    async def get(self, job_id: str) -> Versioned | None:
+        version, doc = await self._store.redis.hmget(keys.job(job_id), ["v", "doc"])
+        if version is None or doc is None:
+            return None
+        return Versioned(int(version), JobRecord.model_validate_json(doc))
+
+    async def delivery_body(self, job_id: str) -> bytes | None:
+        body = await self._store.redis.hget(keys.job(job_id), "body")
+        return body if isinstance(body, bytes) else None
+
+    async def save(
+        self,
+        current: Versioned,
+        record: JobRecord,
+        *,
+        poll: PollChange = "keep",
+        delivery_body: bytes | None = None,
+        channel: str = "",
+    ) -> Versioned | None:
+        """Write `record` if the job is still at `current.version`.
+
+        Raises `Conflict` when it changed meanwhile; returns None when the job is gone.
+        """
+        shard = shard_of(record.id)
+        poll_arg = (
+            {"keep": "", "remove": "-"}.get(poll, "")
+            if isinstance(poll, str)
+            else str(int(poll * 1000))
+        )
+        version = await self._store.run(
+            "JOB_CAS",
+            [keys.job(record.id), keys.polls(shard), keys.deliveries(shard)],
+            [
+                current.version,
+                record.model_dump_json(),
+                record.status.value,
+                self._ttl_ms(record),
+                poll_arg,
+                record.id,
+                channel,
+                delivery_body or b"",
+            ],
+        )
+        if version == 0:
+            raise Conflict(record.id)
+        if version < 0:
+            return None
+        return Versioned(int(version), record)
+
+    async def save_delivery(
+        self,
+        current: Versioned,
+        record: JobRecord,
+        *,
+        entry_id: str,
+        action: DeliveryAction,
+        retry_due: float = 0.0,
+    ) -> Versioned | None:
+        """Record a delivery attempt and acknowledge its stream entry in one step.
+
+        `retry` schedules the next attempt; `dead` adds the job to its tenant's
+        dead letters. Raises `Conflict` like `save`.
+        """
+        shard = shard_of(record.id)
+        version = await self._store.run(
+            "DELIVERY_CAS",
+            [
+                keys.job(record.id),
+                keys.deliveries(shard),
+                keys.retries(shard),
+                keys.dead_letters(shard, record.tenant),
+            ],
+            [
+                current.version,
+                record.model_dump_json(),
+                self._ttl_ms(record),
+                entry_id,
+                action,
+                int(retry_due * 1000),
+                record.id,
+                int(time.time() * 1000),
+                keys.DELIVERY_GROUP,
+            ],
+        )
+        if version == 0:
+            raise Conflict(record.id)
+        if version < 0:
+            return None
+        return Versioned(int(version), record)

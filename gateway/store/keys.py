@@ -1,0 +1,58 @@
+"""Every Redis key name, in one place.
+
+Hash tags keep each Lua script's keys in one Cluster slot:
+- `{j<hex>}`: one of 16 job shards; a job, its idempotency key, its shard's poll schedule,
+  delivery stream, retry schedule and dead-letter sets live together, so finishing a job
+  and enqueueing its webhook is one atomic script;
+- `{fleet}`: backend reservations and health, so a reservation across candidates is one
+  atomic script;
+- `{rl:<tenant>}`: a tenant's rate-limit bucket.
+"""
+
+from __future__ import annotations
+
+from gateway.ids import shard_of
+
+PREFIX = "gw"
+EVENTS_CHANNEL = f"{PREFIX}:events"
+DELIVERY_GROUP = "relay"
+
+
+def _shard(shard: int) -> str:
+    return f"{PREFIX}:{{j{shard:x}}}"
+
+
+def job(job_id: str) -> str:
+    return f"{_shard(shard_of(job_id))}:job:{job_id}"
+
+
+def idempotency(shard: int, tenant: str, key_digest: str) -> str:
+    return f"{_shard(shard)}:idem:{tenant}:{key_digest}"
+
+
+def polls(shard: int) -> str:
+    return f"{_shard(shard)}:polls"
+
+
+def deliveries(shard: int) -> str:
+    return f"{_shard(shard)}:deliveries"
+
+
+def retries(shard: int) -> str:
+    return f"{_shard(shard)}:retries"
+
+
+def dead_letters(shard: int, tenant: str) -> str:
+    return f"{_shard(shard)}:dead:{tenant}"
+
+
+def reservations(backend: str) -> str:
+    return f"{PREFIX}:{{fleet}}:res:{backend}"
+
+
+def health(backend: str) -> str:
+    return f"{PREFIX}:{{fleet}}:health:{backend}"
+
+
+def rate_bucket(tenant: str) -> str:
+    return f"{PREFIX}:{{rl:{tenant}}}:bucket"

@@ -1,0 +1,110 @@
+"""Per-shard schedules: job polls, delivery retries, and the delivery stream."""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any
+
+from redis.exceptions import ResponseError
+
+from gateway.ids import SHARDS, shard_of
+from gateway.store import keys
+from gateway.store.connect import Store
+
+DeliveryEntry = tuple[int, str, str]  # shard, stream entry id, job id
+
+
+class Schedules:
+    def __init__(self, store: Store) -> None:
+        self._store = store
+        self._streams = {keys.deliveries(s): s for s in range(SHARDS)}
+
+    # -- polls -----------------------------------------------------------------------
+
+    async def claim_polls(self, now: float, lease: float, limit: int) -> list[str]:
+        """Claim due jobs across all shards, pushing each a lease ahead (one owner each)."""
+        async with self._store.redis.pipeline(transaction=False) as pipe:
+            for shard in range(SHARDS):
+                await self._store.script("CLAIM_POLLS")(
+                    keys=[keys.polls(shard)],
+                    args=[int(now * 1000), int(lease * 1000), limit],
+                    client=pipe,
+                )
+            replies = await pipe.execute()
+        return [job_id.decode() for reply in replies for job_id in reply]
+
+    async def schedule_poll(self, job_id: str, due: float) -> None:
+        await self._store.redis.zadd(keys.polls(shard_of(job_id)), {job_id: int(due * 1000)})
+
+    async def unschedule_poll(self, job_id: str) -> None:
+        await self._store.redis.zrem(keys.polls(shard_of(job_id)), job_id)
+
+    # -- deliveries --------------------------------------------------------------------
+
+    async def ensure_groups(self) -> None:
+        for stream in self._streams:
+            with contextlib.suppress(ResponseError):  # BUSYGROUP: it exists already
+                await self._store.redis.xgroup_create(
+                    stream, keys.DELIVERY_GROUP, id="0", mkstream=True
+                )
+
+    async def read_deliveries(
+        self, consumer: str, count: int, block_ms: int
+    ) -> list[DeliveryEntry]:
+        reply = await self._store.redis.xreadgroup(
+            keys.DELIVERY_GROUP,
+            consumer,
+            dict.fromkeys(self._streams, ">"),
+            count=count,
+            block=None if self._store.memory else block_ms,
+        )
+        return self._entries(reply)
+
+    async def reclaim_deliveries(
+        self, consumer: str, min_idle: float, count: int
+    ) -> list[DeliveryEntry]:
+        """Take over deliveries another worker read but never finished (it died)."""
+        entries: list[DeliveryEntry] = []
+        for stream, shard in self._streams.items():
+            reply = await self._store.redis.xautoclaim(
+                stream, keys.DELIVERY_GROUP, consumer, int(min_idle * 1000), "0-0", count=count
+            )
+            for entry_id, fields in reply[1]:
+                if fields:  # a deleted entry comes back empty
+                    entries.append((shard, entry_id.decode(), fields[b"job"].decode()))
+        return entries
+
+    async def promote_retries(self, now: float, limit: int = 500) -> int:
+        async with self._store.redis.pipeline(transaction=False) as pipe:
+            for shard in range(SHARDS):
+                await self._store.script("PROMOTE_RETRIES")(
+                    keys=[keys.retries(shard), keys.deliveries(shard)],
+                    args=[int(now * 1000), limit],
+                    client=pipe,
+                )
+            replies = await pipe.execute()
+        return sum(int(r) for r in replies)
+
+    @property
+    def blocking_reads(self) -> bool:
+        """memory:// cannot block on XREADGROUP; its readers pause instead."""
+        return not self._store.memory
+
+    async def drop_delivery(self, entry: DeliveryEntry) -> None:
+        shard, entry_id, _ = entry
+        stream = keys.deliveries(shard)
+        async with self._store.redis.pipeline(transaction=True) as pipe:
+            pipe.xack(stream, keys.DELIVERY_GROUP, entry_id)
+            pipe.xdel(stream, entry_id)
+            await pipe.execute()
+
+    async def enqueue_delivery(self, job_id: str) -> None:
+        await self._store.redis.xadd(keys.deliveries(shard_of(job_id)), {"job": job_id})
+
+    def _entries(self, reply: Any) -> list[DeliveryEntry]:
+        entries: list[DeliveryEntry] = []
+        for stream, items in reply or []:
+            shard = self._streams[stream.decode()]
+            for entry_id, fields in items:
+                entries.append((shard, entry_id.decode(), fields[b"job"].decode()))
+        return entries

@@ -1,0 +1,133 @@
+"""Test setup: a real redis-server for the session, a clean database per test."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis as redis_sync
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
+
+from adapters.base import SimulatorSettings
+from adapters.registry import ADAPTERS
+from gateway.app import create_app
+from gateway.config import Settings
+from tests.helpers import Receiver, free_port, make_settings
+
+
+def start_redis(directory: Path, *extra: str) -> tuple[subprocess.Popen[bytes], int]:
+    exe = shutil.which("redis-server")
+    if exe is None:
+        pytest.fail("redis-server is not installed; `make test` installs it from Debian's packages")
+    port = free_port()
+    proc = subprocess.Popen(
+        [exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+         "--dir", str(directory), "--protected-mode", "no", *extra],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    client = redis_sync.Redis(port=port)
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            client.ping()
+            break
+        except redis_sync.ConnectionError:
+            if time.monotonic() > deadline or proc.poll() is not None:
+                proc.kill()
+                pytest.fail("redis-server did not start")
+            time.sleep(0.05)
+    client.close()
+    return proc, port
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The session's Redis: REDIS_URL if given, else a redis-server started (and stopped) here."""
+    if os.environ.get("REDIS_URL"):
+        yield os.environ["REDIS_URL"]
+        return
+    proc, port = start_redis(tmp_path_factory.mktemp("redis"))
+    try:
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+@pytest.fixture
+def redis_url(redis_server: str) -> str:
+    """A clean database for this test."""
+    client = redis_sync.Redis.from_url(redis_server)
+    client.flushall()
+    client.close()
+    return redis_server
+
+
+@pytest.fixture(params=["redis", "memory"])
+def store_url(request: pytest.FixtureRequest) -> str:
+    """Run a test against the real Redis and against memory:// (the same scripts)."""
+    if request.param == "memory":
+        return "memory://"
+    url: str = request.getfixturevalue("redis_url")
+    return url
+
+
+Simulator = Callable[..., Awaitable[tuple[str, TestServer]]]
+
+
+@pytest.fixture
+async def simulator() -> AsyncIterator[Simulator]:
+    """Start provider simulators on free ports; returns (base_url, server)."""
+    servers: list[TestServer] = []
+
+    async def start(adapter: str = "modelslab", **settings: Any) -> tuple[str, TestServer]:
+        sim = SimulatorSettings(**{"speed": 0.05, **settings})
+        server = TestServer(ADAPTERS[adapter].simulator(sim), host="127.0.0.1")
+        await server.start_server()
+        servers.append(server)
+        base = f"http://127.0.0.1:{server.port}{ADAPTERS[adapter].simulator_base_path(sim)}"
+        return base, server
+
+    yield start
+    for server in servers:
+        await server.close()
+
+
+@pytest.fixture
+async def receiver() -> AsyncIterator[tuple[Receiver, str]]:
+    recv = Receiver()
+    server = TestServer(recv.app, host="127.0.0.1")
+    await server.start_server()
+    yield recv, f"http://127.0.0.1:{server.port}/hook"
+    await server.close()
+
+
+Gateway = Callable[..., Awaitable[TestClient[web.Request, web.Application]]]
+
+
+@pytest.fixture
+async def gateway() -> AsyncIterator[Gateway]:
+    """Start gateway instances in-process; each gets its own port and public_url."""
+    clients: list[TestClient[web.Request, web.Application]] = []
+
+    async def start(
+        store: str, backends: list[dict[str, Any]], **overrides: Any
+    ) -> TestClient[web.Request, web.Application]:
+        port = free_port()
+        settings: Settings = make_settings(store, port, backends, **overrides)
+        client = TestClient(TestServer(create_app(settings), host="127.0.0.1", port=port))
+        await client.start_server()
+        clients.append(client)
+        return client
+
+    yield start
+    for client in clients:
+        await client.close()
