@@ -51,6 +51,16 @@ class ProviderRejected(ProviderError):
     outcome = "rejected"
 
 
+class ProviderMaybeAccepted(ProviderError):
+    """The provider may have taken the job without saying so (e.g. Astria's 504).
+
+    Resubmitting elsewhere could bill twice, so the job stays on this backend and waits
+    for the callback (or a poll) until its deadline.
+    """
+
+    outcome = "maybe_accepted"
+
+
 class ProviderBadAnswer(ProviderError):
     """An answer we cannot understand: malformed, truncated or of the wrong type."""
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import aiohttp
 
 from adapters.base import Callback, ProviderResult, ResultMode, ResultState, Submission
-from adapters.errors import ProviderError
+from adapters.errors import ProviderError, ProviderMaybeAccepted
 from adapters.normalized import GenerationRequest
 from gateway import ids
 from gateway.config import Settings
@@ -158,6 +158,13 @@ class Dispatcher:
         started = time.perf_counter()
         try:
             result = await backend.adapter.submit(self._session, sub, callback)
+        except ProviderMaybeAccepted as exc:
+            # Possibly taken: resubmitting elsewhere could bill twice. Wait for its callback.
+            self._metrics.attempts.labels(backend.name, backend.kind, exc.outcome).inc()
+            log.warning(
+                "submission_maybe_accepted", backend=backend.name, track_id=callback.track_id
+            )
+            return ProviderResult(ResultState.PENDING)
         except ProviderError as exc:
             self._metrics.attempts.labels(backend.name, backend.kind, exc.outcome).inc()
             raise

@@ -100,7 +100,10 @@ def settle(record: JobRecord, now: datetime) -> bool:
     succeeded = [p for p in parts if p.state is PartState.SUCCEEDED]
     failed = [p for p in parts if p.state is PartState.FAILED]
     if succeeded:
-        record.images = [url for p in succeeded for url in p.images]
+        # A part never yields more images than it asked for (some providers return extras).
+        record.images = [
+            url for p in succeeded for url in p.images[: p.images_requested or len(p.images)]
+        ]
         for part in failed:
             assert part.error is not None
             record.warnings.append(
