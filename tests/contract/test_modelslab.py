@@ -23,8 +23,9 @@ DATA = "data:image/png;base64,iVBORw0KGgo="
 CASES: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
     "minimal": ({"prompt": "a cat"}, {}),
     "full_text2img": (
-        {"prompt": "a cat", "negative_prompt": "blurry", "width": 768, "height": 512, "steps": 30,
-         "guidance_scale": 7.5, "seed": 1234, "scheduler": "dpmpp_2m_karras", "safety_checker": False},
+        {"prompt": "a cat", "negative_prompt": "blurry", "width": 768, "height": 512,
+         "steps": 30, "guidance_scale": 7.5, "seed": 1234, "scheduler": "dpmpp_2m_karras",
+         "safety_checker": False},
         {},
     ),
     "portrait_model": ({"prompt": "a face", "model": "portrait"}, {}),
@@ -155,7 +156,8 @@ def test_answers_are_read_leniently(
     "answer",
     [None, [], "text", {}, {"status": 3}, {"status": "weird"}, {"status": "processing"},
      {"status": "success", "id": 1}, {"status": "success", "id": 1, "output": []},
-     {"status": "success", "id": 1, "output": [3]}, {"status": "success", "id": {"a": 1}, "output": ["u"]}],
+     {"status": "success", "id": 1, "output": [3]},
+     {"status": "success", "id": {"a": 1}, "output": ["u"]}],
 )  # fmt: skip
 def test_malformed_answers_are_bad_answers(answer: Any) -> None:
     with pytest.raises(ProviderBadAnswer):
