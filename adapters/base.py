@@ -2,16 +2,33 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any, ClassVar, Protocol
+from typing import Annotated, Any, ClassVar, Protocol
 
 import aiohttp
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, SecretStr
 
 from adapters.normalized import GenerationRequest
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
+_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, None: 1}
+
+
+def parse_duration(value: Any) -> Any:
+    """Seconds as a number, or text like `250ms`, `5s`, `10m`, `2h`, `7d`."""
+    if isinstance(value, str):
+        match = _DURATION.match(value)
+        if not match:
+            raise ValueError("a duration is a number of seconds or text like 500ms, 5s, 10m, 2h")
+        return float(match.group(1)) * _UNITS[match.group(2)]
+    return value
+
+
+Seconds = Annotated[float, BeforeValidator(parse_duration), Field(ge=0)]
 
 
 class ResultMode(StrEnum):
@@ -35,12 +52,12 @@ class CommonOptions(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    timeout: float = Field(default=30.0, gt=0, description="Seconds to wait for a submit answer.")
-    poll_timeout: float = Field(default=10.0, gt=0, description="Seconds for a poll or probe.")
-    webhook_deadline: float = Field(
+    timeout: Seconds = Field(default=30.0, gt=0, description="Seconds to wait for a submit answer.")
+    poll_timeout: Seconds = Field(default=10.0, gt=0, description="Seconds for a poll or probe.")
+    webhook_deadline: Seconds = Field(
         default=60.0, gt=0, description="Seconds after acceptance before polling for a result."
     )
-    poll_interval: float = Field(default=5.0, gt=0, description="Seconds between polls.")
+    poll_interval: Seconds = Field(default=5.0, gt=0, description="Seconds between polls.")
 
 
 @dataclass(frozen=True)

@@ -24,24 +24,12 @@ from pydantic import (
     model_validator,
 )
 
-from adapters.base import Target
+from adapters.base import Seconds, Target
 from adapters.registry import ADAPTERS
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
-_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, None: 1}
 _KEY_HASH = re.compile(r"^sha256:[0-9a-f]{64}$")
 _NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$"
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
-
-
-def _duration(value: Any) -> Any:
-    """Accept seconds as a number or text like `250ms`, `5s`, `10m`, `2h`, `7d`."""
-    if isinstance(value, str):
-        match = _DURATION.match(value)
-        if not match:
-            raise ValueError("a duration is a number of seconds or text like 500ms, 5s, 10m, 2h")
-        return float(match.group(1)) * _UNITS[match.group(2)]
-    return value
 
 
 def _http_url(value: Any) -> Any:
@@ -56,7 +44,6 @@ def _key_hash(value: Any) -> Any:
     return value
 
 
-Seconds = Annotated[float, BeforeValidator(_duration), Field(ge=0)]
 KeyHash = Annotated[str, BeforeValidator(_key_hash)]
 Name = Annotated[str, Field(pattern=_NAME)]
 HttpUrl = Annotated[str, BeforeValidator(_http_url)]

@@ -79,7 +79,9 @@ class Dispatcher:
         if record.status is not JobStatus.QUEUED or record.request is None:
             return current
         if eligible is None:
-            request = GenerationRequest.model_validate(record.request)
+            request = GenerationRequest.model_validate(
+                record.request, context={"allow_http": self._settings.outbound.allow_http}
+            )
             eligible = self._eligibility.evaluate(record.tenant, request)
         if not eligible.candidates:
             return await self._give_up(

@@ -16,7 +16,7 @@ _SECRET_KEYS = re.compile(
 _SECRET_TEXT = (
     re.compile(r"whsec_[A-Za-z0-9+/=_-]+"),
     re.compile(r"(?i)(bearer\s+)[A-Za-z0-9._~+/=-]+"),
-    re.compile(r"(?i)([?&](?:token|key|api_key)=)[^&\s]+"),
+    re.compile(r"(?i)(\b(?:token|key|api_key|apikey|secret|password)=)[^&\s]+"),
 )
 
 

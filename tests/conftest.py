@@ -119,9 +119,9 @@ async def gateway() -> AsyncIterator[Gateway]:
     clients: list[TestClient[web.Request, web.Application]] = []
 
     async def start(
-        store: str, backends: list[dict[str, Any]], **overrides: Any
+        store: str, backends: list[dict[str, Any]], port: int | None = None, **overrides: Any
     ) -> TestClient[web.Request, web.Application]:
-        port = free_port()
+        port = port or free_port()
         settings: Settings = make_settings(store, port, backends, **overrides)
         client = TestClient(TestServer(create_app(settings), host="127.0.0.1", port=port))
         await client.start_server()

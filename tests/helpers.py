@@ -128,3 +128,16 @@ async def eventually(
         if time.monotonic() > deadline:
             raise AssertionError(f"condition not met within {timeout}s")
         await asyncio.sleep(interval)
+
+
+async def stored_job(store_url: str, job_id: str) -> Any:
+    """The stored record of a job, internals included (for assertions on what is kept)."""
+    from gateway.store import open_store
+    from gateway.store.jobs import JobStore
+
+    store = await open_store(store_url)
+    try:
+        found = await JobStore(store, retention=60, live_ttl=60).get(job_id)
+        return found.record if found else None
+    finally:
+        await store.close()

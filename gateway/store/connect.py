@@ -44,7 +44,8 @@ class Store:
             return False
 
     async def close(self) -> None:
-        await self.redis.aclose()
+        # The pool was passed in, so the client does not own it: close it explicitly.
+        await self.redis.aclose(close_connection_pool=True)
 
 
 async def open_store(url: str) -> Store:

@@ -1,0 +1,171 @@
+"""Client webhooks: signed per Standard Webhooks, retried with the same id, never redirected."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+
+from tests.conftest import Gateway, Simulator
+from tests.helpers import AUTH, Receiver, backend, eventually
+
+
+async def _job(client, hook: str) -> dict:  # type: ignore[no-untyped-def]
+    resp = await client.post(
+        "/v1/generations", json={"prompt": "x", "webhook_url": hook}, headers=AUTH
+    )
+    assert resp.status == 202
+    return await resp.json()  # type: ignore[no-any-return]
+
+
+async def _deliveries(client, job_id: str) -> list[dict]:  # type: ignore[no-untyped-def]
+    job = await (await client.get(f"/v1/generations/{job_id}", headers=AUTH)).json()
+    return job["deliveries"]  # type: ignore[no-any-return]
+
+
+def answer_with(*statuses: int, headers: dict[str, str] | None = None):  # type: ignore[no-untyped-def]
+    """Answer the given statuses in turn, then accept."""
+    queue = list(statuses)
+
+    async def respond(request: web.Request) -> web.Response:
+        status = queue.pop(0) if queue else 204
+        return web.Response(status=status, headers=headers if status >= 300 else None)
+
+    return respond
+
+
+async def test_retries_keep_the_same_id_until_accepted(
+    redis_url: str, simulator: Simulator, gateway: Gateway, receiver: tuple[Receiver, str]
+) -> None:
+    recv, hook = receiver
+    ids_seen: list[str] = []
+    inner = answer_with(500, 503)
+
+    async def respond(request: web.Request) -> web.Response:
+        ids_seen.append(request.headers["webhook-id"])
+        return await inner(request)
+
+    recv.respond = respond
+    base, _ = await simulator()
+    client = await gateway(redis_url, [backend("ml-1", base)])
+    job = await _job(client, hook)
+    await eventually(lambda: len(recv.deliveries) == 1)
+    assert len(set(ids_seen)) == 1
+    assert len(ids_seen) == 3
+    assert recv.deliveries[0]["payload"]["data"]["id"] == job["id"]
+    await eventually(lambda: _deliveries(client, job["id"]), timeout=2)
+    attempts = await _deliveries(client, job["id"])
+    assert [a["outcome"] for a in attempts] == ["failed", "failed", "delivered"]
+    assert [a["status"] for a in attempts] == [500, 503, 204]
+
+
+async def test_redirects_are_not_followed(
+    redis_url: str, simulator: Simulator, gateway: Gateway, receiver: tuple[Receiver, str]
+) -> None:
+    recv, hook = receiver
+    followed: list[str] = []
+    target = web.Application()
+
+    async def elsewhere(request: web.Request) -> web.Response:
+        followed.append(request.path)
+        return web.Response(status=204)
+
+    target.router.add_post("/elsewhere", elsewhere)
+    server = TestServer(target, host="127.0.0.1")
+    await server.start_server()
+    recv.respond = answer_with(
+        302, headers={"Location": f"http://127.0.0.1:{server.port}/elsewhere"}
+    )
+    base, _ = await simulator()
+    client = await gateway(redis_url, [backend("ml-1", base)])
+    job = await _job(client, hook)
+    await eventually(lambda: len(recv.deliveries) == 1)
+    attempts = await _deliveries(client, job["id"])
+    assert attempts[0]["status"] == 302
+    assert attempts[0]["detail"] == "redirects are not followed"
+    assert followed == []
+    await server.close()
+
+
+async def test_410_stops_retries(
+    redis_url: str, simulator: Simulator, gateway: Gateway, receiver: tuple[Receiver, str]
+) -> None:
+    recv, hook = receiver
+    recv.respond = answer_with(410, 410, 410)
+    base, _ = await simulator()
+    client = await gateway(redis_url, [backend("ml-1", base)])
+    job = await _job(client, hook)
+    await eventually(lambda: recv.attempts == 1)
+    await eventually(lambda: _deliveries(client, job["id"]))
+    await asyncio.sleep(1.0)  # the schedule's next retry would come after 0.2 s
+    assert recv.attempts == 1
+    attempts = await _deliveries(client, job["id"])
+    assert [a["outcome"] for a in attempts] == ["disabled"]
+
+
+async def test_retry_after_is_honoured(
+    redis_url: str, simulator: Simulator, gateway: Gateway, receiver: tuple[Receiver, str]
+) -> None:
+    recv, hook = receiver
+    times: list[float] = []
+    inner = answer_with(429, headers={"Retry-After": "1.5"})
+
+    async def respond(request: web.Request) -> web.Response:
+        times.append(time.monotonic())
+        return await inner(request)
+
+    recv.respond = respond
+    base, _ = await simulator()
+    client = await gateway(redis_url, [backend("ml-1", base)])
+    await _job(client, hook)
+    await eventually(lambda: len(recv.deliveries) == 1, timeout=5)
+    assert times[1] - times[0] >= 1.4  # the schedule alone would retry after 0.2 s
+
+
+async def test_dead_letter_after_the_last_attempt(
+    redis_url: str, simulator: Simulator, gateway: Gateway, receiver: tuple[Receiver, str]
+) -> None:
+    recv, hook = receiver
+    recv.respond = answer_with(*([500] * 10))
+    base, _ = await simulator()
+    client = await gateway(redis_url, [backend("ml-1", base)])
+    job = await _job(client, hook)
+    # The test schedule has four attempts: now, +0.2 s, +0.4 s, +0.8 s.
+    await eventually(lambda: recv.attempts == 4, timeout=5)
+
+    async def dead() -> bool:
+        attempts = await _deliveries(client, job["id"])
+        return len(attempts) == 4
+
+    await eventually(dead, timeout=3)
+    assert recv.deliveries == []
+
+
+async def test_timeout_counts_as_a_failed_attempt(
+    redis_url: str, simulator: Simulator, gateway: Gateway, receiver: tuple[Receiver, str]
+) -> None:
+    recv, hook = receiver
+    first = True
+
+    async def respond(request: web.Request) -> web.Response:
+        nonlocal first
+        if first:
+            first = False
+            await asyncio.sleep(2)
+        return web.Response(status=204)
+
+    recv.respond = respond
+    base, _ = await simulator()
+    client = await gateway(redis_url, [backend("ml-1", base)], outbound={"timeout": 0.5})
+    job = await _job(client, hook)
+    await eventually(lambda: len(recv.deliveries) == 1, timeout=6)
+
+    async def recorded() -> bool:
+        return len(await _deliveries(client, job["id"])) == 2
+
+    await eventually(recorded, timeout=2)
+    attempts = await _deliveries(client, job["id"])
+    assert attempts[0]["outcome"] == "failed"
+    assert "0.5" in attempts[0]["detail"]
