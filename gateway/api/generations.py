@@ -98,7 +98,9 @@ async def submit(request: web.Request) -> web.Response:
         updated_at=now,
         secret=ids.new_job_secret(),
         # What dispatch needs again; webhook_url and metadata live on the job itself.
-        request=body.model_dump(mode="json", exclude_none=True, exclude={"webhook_url", "metadata"}),
+        request=body.model_dump(
+            mode="json", exclude_none=True, exclude={"webhook_url", "metadata"}
+        ),
         deadline=time.time() + s.settings.jobs.result_timeout,
     )
     existing = await s.jobs.create(
