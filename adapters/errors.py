@@ -10,10 +10,13 @@ class ProviderError(Exception):
     outcome = "error"
     retryable = False
 
-    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+    def __init__(
+        self, message: str, *, retry_after: float | None = None, status: int | None = None
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.retry_after = retry_after
+        self.status = status  # the HTTP status, when the error came from one
 
 
 class ProviderUnavailable(ProviderError):
@@ -42,6 +45,17 @@ class ProviderAuthFailed(ProviderError):
     """The backend's own credentials were refused: its fault, not the request's."""
 
     outcome = "auth_failed"
+    retryable = True
+
+
+class ProviderMisconfigured(ProviderError):
+    """This backend lacks what the request needs (a model file, a finetune) on its side.
+
+    That is the backend's installation or account, not the request: another backend may
+    have it, so the job may fail over; the backend itself is up, so it is not ejected.
+    """
+
+    outcome = "misconfigured"
     retryable = True
 
 

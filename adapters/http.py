@@ -91,14 +91,14 @@ def status_error(status: int, detail: str, retry_after: float | None = None) -> 
     """The provider error for a non-success HTTP status."""
     text = f"HTTP {status}: {detail}" if detail else f"HTTP {status}"
     if status == 429:
-        return ProviderRateLimited(text, retry_after=retry_after)
+        return ProviderRateLimited(text, retry_after=retry_after, status=status)
     if status in (401, 403):
-        return ProviderAuthFailed(text)
+        return ProviderAuthFailed(text, status=status)
     if status >= 500:
-        return ProviderServerError(text, retry_after=retry_after)
+        return ProviderServerError(text, retry_after=retry_after, status=status)
     if 300 <= status < 400:
-        return ProviderServerError(f"unexpected redirect ({text})")
-    return ProviderRejected(text)
+        return ProviderServerError(f"unexpected redirect ({text})", status=status)
+    return ProviderRejected(text, status=status)
 
 
 def _error_text(parsed: Any, raw: bytes) -> str:
