@@ -1,0 +1,123 @@
+"""The Astria adapter: one backend per API key; results arrive by callback, polling as fallback."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import aiohttp
+import orjson
+
+from adapters.astria import answers, wire
+from adapters.astria.convert import AstriaOptions, plan, tune_of
+from adapters.base import (
+    Callback,
+    Plan,
+    Probe,
+    ProviderResult,
+    ResultMode,
+    ResultState,
+    Submission,
+    Target,
+)
+from adapters.errors import (
+    ProviderBadAnswer,
+    ProviderError,
+    ProviderMaybeAccepted,
+    ProviderRejected,
+    ProviderServerError,
+)
+from adapters.http import call_json
+from adapters.normalized import GenerationRequest
+from observability.redaction import scrub_text
+
+
+class AstriaAdapter:
+    kind: ClassVar[str] = "astria"
+    result_mode = ResultMode.WEBHOOK
+
+    def __init__(self, target: Target) -> None:
+        self.target = target
+        self.options = AstriaOptions.model_validate(dict(target.options))
+        self._key = target.api_key.get_secret_value() if target.api_key else ""
+        self._base = target.base_url.rstrip("/")
+
+    def plan(self, request: GenerationRequest) -> Plan:
+        return plan(request, self.target, self.options)
+
+    async def submit(
+        self, session: aiohttp.ClientSession, submission: Submission, callback: Callback
+    ) -> ProviderResult:
+        tune_id = tune_of(submission.endpoint)
+        json_body, form = wire.encode({**submission.body, "callback": callback.url})
+        try:
+            _, data = await self._call(
+                session,
+                "POST",
+                submission.endpoint,
+                self.options.timeout,
+                json=json_body,
+                data=form,
+            )
+        except ProviderServerError as exc:
+            # Astria's 504 means the prompt was probably created; resubmitting could bill
+            # twice.
+            if exc.status == 504:
+                raise ProviderMaybeAccepted(exc.message, status=504) from exc
+            raise
+        result = answers.read_prompt(data, tune_id)
+        if result.state is ResultState.FAILED:
+            # Refused at creation: the request itself is at fault, no other key will differ.
+            raise ProviderRejected(result.error_message or "prompt refused")
+        return result
+
+    def parse_webhook(self, body: bytes) -> ProviderResult:
+        try:
+            data = orjson.loads(body)
+        except orjson.JSONDecodeError as exc:
+            raise ProviderBadAnswer(f"callback body is not JSON ({exc.msg})") from exc
+        return answers.read_prompt(data)
+
+    async def poll(self, session: aiohttp.ClientSession, provider_id: str) -> ProviderResult:
+        tune_id, prompt_id = answers.split_provider_id(provider_id)
+        _, data = await self._call(
+            session, "GET", f"tunes/{tune_id}/prompts/{prompt_id}", self.options.poll_timeout
+        )
+        return answers.read_prompt(data, tune_id)
+
+    async def probe(self, session: aiohttp.ClientSession) -> Probe:
+        # Reading a tune is the cheapest authenticated call; with no tunes configured,
+        # the tune list does the same job.
+        first = next(iter(self.target.models.values()), None)
+        path = f"tunes/{first}" if first else "tunes"
+        try:
+            _, data = await self._call(session, "GET", path, self.options.poll_timeout)
+        except ProviderError as exc:
+            return Probe(healthy=False, detail=exc.message)
+        if not isinstance(data, dict | list):
+            return Probe(healthy=False, detail=f"unexpected answer to GET /{path}")
+        return Probe(healthy=True, detail=f"GET /{path} answered")
+
+    async def _call(
+        self,
+        session: aiohttp.ClientSession,
+        method: str,
+        path: str,
+        timeout: float,
+        *,
+        json: Any = None,
+        data: Any = None,
+    ) -> tuple[int, Any]:
+        try:
+            return await call_json(
+                session,
+                method,
+                f"{self._base}/{path}",
+                json=json,
+                data=data,
+                headers={"Authorization": f"Bearer {self._key}"},
+                timeout=timeout,
+                secrets=(self._key,),
+            )
+        except ProviderError as exc:
+            exc.message = scrub_text(exc.message, (self._key,))
+            raise
