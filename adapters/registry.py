@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from adapters.astria import FACTORY as ASTRIA
 from adapters.base import AdapterFactory
+from adapters.bodia import FACTORY as BODIA
+from adapters.comfyui import FACTORY as COMFYUI
 from adapters.modelslab import FACTORY as MODELSLAB
 
 ADAPTERS: dict[str, AdapterFactory] = {
-    MODELSLAB.kind: MODELSLAB,
+    factory.kind: factory for factory in (ASTRIA, BODIA, COMFYUI, MODELSLAB)
 }
