@@ -24,7 +24,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("--host", default="127.0.0.1")
     demo.add_argument("--port", type=int, default=8080)
-    demo.add_argument("--requests", type=int, default=8, help="sample requests to send")
+    demo.add_argument("--requests", type=int, default=10, help="sample requests to send")
     demo.add_argument("--exit-after-samples", action="store_true", help="stop after the samples")
 
     simulate = sub.add_parser("simulate", help="run one provider simulator")

@@ -36,63 +36,55 @@ class SimBackend:
     options: dict[str, Any] = field(default_factory=dict)
 
 
-# Different speeds (seconds per 512x512x30 image), one flaky backend.
+# Every adapter kind, different speeds (seconds per 512x512x30 image), one flaky backend.
 FLEET = [
     SimBackend(
-        "modelslab-key-1",
-        "modelslab",
-        SimulatorSettings(speed=1.5, concurrency=4),
-        4,
-        {"default": "sdxl", "portrait": "realistic-vision-v51"},
-        ("hosted",),
+        "modelslab-key-1", "modelslab", SimulatorSettings(speed=1.5, concurrency=4), 4,
+        {"default": "sdxl", "portrait": "realistic-vision-v51"}, ("hosted",),
     ),
     SimBackend(
-        "modelslab-key-2",
-        "modelslab",
-        SimulatorSettings(speed=3.0, concurrency=2),
-        2,
-        {"default": "sdxl"},
-        ("hosted",),
+        "modelslab-gpu-1", "modelslab",
+        SimulatorSettings(speed=0.8, concurrency=2, enterprise=True), 2,
+        {"default": "sdxl", "portrait": "realistic-vision-v51"}, ("gpu",), {"enterprise": True},
     ),
     SimBackend(
-        "modelslab-gpu-1",
-        "modelslab",
-        SimulatorSettings(speed=0.8, concurrency=2, enterprise=True),
-        2,
-        {"default": "sdxl", "portrait": "realistic-vision-v51"},
-        ("gpu",),
-        {"enterprise": True},
+        "modelslab-flaky", "modelslab",
+        SimulatorSettings(speed=1.0, concurrency=4, fail_rate=0.3, drop_webhook_rate=0.3), 4,
+        {"default": "sdxl"}, ("hosted",), {"webhook_deadline": 4, "poll_interval": 1},
     ),
     SimBackend(
-        "modelslab-flaky",
-        "modelslab",
-        SimulatorSettings(speed=1.0, concurrency=4, fail_rate=0.3, drop_webhook_rate=0.3),
-        4,
-        {"default": "sdxl"},
-        ("hosted",),
-        {"webhook_deadline": 4, "poll_interval": 1},
+        "astria-key-1", "astria", SimulatorSettings(speed=1.2, concurrency=4), 4,
+        {"default": "690204", "portrait": "690204"}, ("hosted",),
     ),
-]
+    SimBackend(
+        "bodia-key-1", "bodia", SimulatorSettings(speed=1.5, concurrency=4), 4,
+        {"default": "ft-demo-1"}, ("hosted",), {"poll_interval": 0.5},
+    ),
+    SimBackend(
+        "comfy-gpu-1", "comfyui", SimulatorSettings(speed=0.6, concurrency=1), 2,
+        {"default": "sdxl_base_1.0.safetensors", "portrait": "realisticVision_v51.safetensors"},
+        ("gpu",), {"poll_interval": 0.5},
+    ),
+]  # fmt: skip
 
 SAMPLES: list[dict[str, Any]] = [
     {"prompt": "a lighthouse at dawn, oil painting", "width": 768, "height": 512},
+    {"prompt": "portrait of an astronaut", "model": "portrait", "scheduler": "dpmpp_2m_karras"},
+    {"prompt": "a fox in the snow", "num_images": 6, "seed": 42, "backends": ["modelslab-key-1"]},
+    {"prompt": "city skyline at night", "aspect_ratio": "21:9", "backends": ["bodia-key-1"]},
     {
-        "prompt": "portrait of an astronaut",
-        "model": "portrait",
-        "steps": 30,
-        "scheduler": "dpmpp_2m_karras",
+        "prompt": "a bowl of ramen", "style": "Cinematic", "backends": ["astria-key-1"],
+        "enhance": {"super_resolution": True, "face_correct": True, "film_grain": True},
     },
-    {"prompt": "a fox in the snow", "num_images": 6, "seed": 42},
-    {"prompt": "city skyline at night", "aspect_ratio": "21:9", "scheduler": "tcd"},
-    {"prompt": "a bowl of ramen", "enhance": {"face_swap": True}, "style": "Cinematic"},
-    {"prompt": "mountain lake", "width": 2048, "height": 1024, "guidance_scale": 25},
-    {"prompt": "robot gardener", "backends": ["gpu"], "steps": 50},
-    {"prompt": "strict request", "steps": 30, "strict": True, "backends": ["gpu"]},
     {
-        "prompt": "needs controlnet",
-        "controlnet": {"type": "canny", "image": "https://example.com/edge.png"},
+        "prompt": "robot gardener", "backends": ["comfy-gpu-1"], "steps": 25,
+        "loras": [{"name": "detail-tweaker", "strength": 0.6}],
     },
-]
+    {"prompt": "mountain lake", "width": 2048, "height": 1024, "backends": ["modelslab-gpu-1"]},
+    {"prompt": "edges to photo", "controlnet": {"type": "canny", "image": "https://example.com/e.png"}},
+    {"prompt": "strict request", "steps": 30, "strict": True, "backends": ["modelslab-gpu-1"]},
+    {"prompt": "img2img from a URL", "init_image": "https://ex.com/in.png", "backends": ["gpu"]},
+]  # fmt: skip
 
 
 class Receiver:
