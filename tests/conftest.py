@@ -89,6 +89,7 @@ async def simulator() -> AsyncIterator[Simulator]:
     servers: list[TestServer] = []
 
     async def start(adapter: str = "modelslab", **settings: Any) -> tuple[str, TestServer]:
+        """The simulator's base_url (origin + its API path) and its server."""
         sim = SimulatorSettings(**{"speed": 0.05, **settings})
         server = TestServer(ADAPTERS[adapter].simulator(sim), host="127.0.0.1")
         await server.start_server()
