@@ -10,6 +10,7 @@ documentation does not list are refused, so adapter typos surface in tests.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import time
 from typing import Any
@@ -19,8 +20,10 @@ from aiohttp import web
 from adapters.base import SimulatorSettings
 from adapters.modelslab import tables
 from adapters.simkit import Engine, Fault, SimJob, base_app, engine_key, pick_fault
+from adapters.simkit.routes import PNG
 from adapters.simkit.faults import generic_fault_response
 
+PNG_BASE64 = base64.b64encode(PNG).decode()
 CLOUD_PREFIX = "/api/v6/images"
 ENTERPRISE_PREFIX = "/api/v1/enterprise"
 
@@ -114,11 +117,13 @@ def _processing_body(engine: Engine, job: SimJob, prefix: str) -> dict[str, Any]
 def _status_body(engine: Engine, job: SimJob, prefix: str) -> dict[str, Any]:
     if job.state == "success":
         elapsed = (job.finished or time.monotonic()) - (job.started or job.created)
+        # base64 mode answers the images themselves, as bare base64 strings.
+        output = [PNG_BASE64] * len(job.outputs) if job.body.get("base64") == "yes" else job.outputs
         return {
             "status": "success",
             "generationTime": round(elapsed, 3),
             "id": int(job.id),
-            "output": job.outputs,
+            "output": output,
             "proxy_links": job.outputs,
             "nsfw_content_detected": False,
             "meta": _meta(job),

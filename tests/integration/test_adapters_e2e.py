@@ -166,3 +166,16 @@ async def test_failing_backend_fails_over_to_a_healthy_one(
     assert job["attempts"][0]["outcome"] in ("server_error", "maybe_accepted")
     done = await (await client.get(f"/v1/generations/{job['id']}?wait=10", headers=AUTH)).json()
     assert done["status"] == "succeeded"
+
+
+async def test_modelslab_base64_mode_returns_data_uris(
+    redis_url: str, simulator: Simulator, gateway: Gateway
+) -> None:
+    base, _ = await simulator()
+    client = await gateway(redis_url, [backend("ml-1", base)])
+    inline = "data:image/png;base64,iVBORw0KGgo="
+    body = {"prompt": "x", "init_image": inline, "strength": 0.5}
+    job = await (await client.post("/v1/generations", json=body, headers=AUTH)).json()
+    done = await (await client.get(f"/v1/generations/{job['id']}?wait=10", headers=AUTH)).json()
+    assert done["status"] == "succeeded"
+    assert done["images"][0].startswith("data:image/png;base64,iVBORw0KGgo")
