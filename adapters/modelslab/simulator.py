@@ -20,8 +20,8 @@ from aiohttp import web
 from adapters.base import SimulatorSettings
 from adapters.modelslab import tables
 from adapters.simkit import Engine, Fault, SimJob, base_app, engine_key, pick_fault
-from adapters.simkit.routes import PNG
 from adapters.simkit.faults import generic_fault_response
+from adapters.simkit.routes import PNG
 
 PNG_BASE64 = base64.b64encode(PNG).decode()
 CLOUD_PREFIX = "/api/v6/images"
