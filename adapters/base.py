@@ -123,7 +123,8 @@ class Probe:
     """A cheap health check: is the backend up, and how much work does it report queued."""
 
     healthy: bool
-    queue_depth: int | None = None
+    queue_depth: int | None = None  # jobs waiting there, every client's
+    queue_seconds: float | None = None  # the backend's own estimate of its queue, in seconds
     detail: str = ""
 
 

@@ -99,6 +99,9 @@ class Backend(Section):
     base_url: HttpUrl
     api_key: SecretStr | None = None
     max_concurrency: int = Field(default=4, ge=1, le=100_000)
+    parallelism: int | None = Field(
+        default=None, ge=1, description="Jobs it runs at once; defaults to max_concurrency."
+    )
     weight: float = Field(default=1.0, gt=0)
     tags: list[Name] = Field(default_factory=list)
     models: dict[str, str] = Field(min_length=1)
@@ -136,14 +139,24 @@ class Ejection(Section):
     max_share: float = Field(default=0.5, ge=0, le=1)
 
 
+class RetryBudget(Section):
+    ratio: float = Field(default=0.2, ge=0, le=10)
+    min_retries: int = Field(default=3, ge=0)
+
+
 class Routing(Section):
     strategy: Literal["least_loaded", "p2c", "round_robin", "weighted_random", "priority"] = (
         "least_loaded"
     )
     max_attempts: int = Field(default=3, ge=1, le=20)
+    retry_budget: RetryBudget = RetryBudget()
     reservation_lease: Seconds = 30.0
     view_refresh: Seconds = 0.25
     probe_interval: Seconds = 10.0
+    speed_prior: Seconds = Field(
+        default=0.5, gt=0, description="Seconds per megapixel-step before anything is learned."
+    )
+    queue_bound: int = Field(default=10_000, ge=0)
     ejection: Ejection = Ejection()
 
 

@@ -1,8 +1,9 @@
 """Hand a job to a backend: reserve a slot, submit, fail over before acceptance, record.
 
 Failover happens only while no backend has accepted the job (connection errors, 5xx,
-429, timeouts on submit), bounded by `routing.max_attempts`. Once a provider returned an
-id, the job stays there: the webhook or a poll finishes it.
+429, timeouts on submit), bounded by `routing.max_attempts` per job and by the retry
+budget. Once a provider returned an id, the job stays there: its webhook or a poll
+finishes it. A job no backend can take yet is not placed; the caller queues it.
 """
 
 from __future__ import annotations
@@ -28,11 +29,9 @@ from observability.logging import get_logger
 from observability.metrics import Metrics
 from routing.backends import Backend
 from routing.eligibility import Eligibility, Eligible
-from routing.router import AllFull, NoRoutableBackend, Reservation, Router
+from routing.router import AllFull, NoRoutableBackend, Reservation, RetryBudget, Router
 
 log = get_logger(__name__)
-
-REQUEUE_DELAY = 0.5  # seconds before a job that found every backend full tries again
 
 
 @dataclass(frozen=True)
@@ -40,6 +39,14 @@ class Submitted:
     n: int
     images: int
     result: ProviderResult
+
+
+@dataclass(frozen=True)
+class Dispatched:
+    """What a dispatch did: `placed` is False when no backend could take the job yet."""
+
+    job: Versioned | None
+    placed: bool
 
 
 class Dispatcher:
@@ -63,6 +70,8 @@ class Dispatcher:
         self._session = session
         self._held = held
         self._metrics = metrics
+        budget = settings.routing.retry_budget
+        self.budget = RetryBudget(budget.ratio, budget.min_retries)
 
     def callback_url(self, backend: str, record: JobRecord, n: int) -> Callback:
         track = ids.track_id(record.id, n)
@@ -72,68 +81,95 @@ class Dispatcher:
             track_id=track,
         )
 
-    async def dispatch(
-        self, current: Versioned, eligible: Eligible | None = None
-    ) -> Versioned | None:
+    async def dispatch(self, current: Versioned, eligible: Eligible | None = None) -> Dispatched:
         record = current.record
         if record.status is not JobStatus.QUEUED or record.request is None:
-            return current
+            return Dispatched(current, placed=True)
         if eligible is None:
             request = GenerationRequest.model_validate(
                 record.request, context={"allow_http": self._settings.outbound.allow_http}
             )
             eligible = self._eligibility.evaluate(record.tenant, request)
         if not eligible.candidates:
-            return await self._give_up(
-                record.id,
-                [],
-                record.next_track,
-                "no_eligible_backend",
+            saved = await self._give_up(
+                record.id, [], record.next_track, "no_eligible_backend",
                 "no backend can serve this request any more",
-            )
+            )  # fmt: skip
+            return Dispatched(saved, placed=True)
+        self.budget.active += 1
+        try:
+            return await self._attempts(record, eligible)
+        finally:
+            self.budget.active -= 1
+
+    async def _attempts(self, record: JobRecord, eligible: Eligible) -> Dispatched:
         attempts: list[Attempt] = []
         next_track = record.next_track
-        tried: set[str] = set()
+        # A backend that lost this job is tried again only when no other can take it.
+        lost = {a.backend for a in record.attempts if a.outcome == "lost"}
+        others = any(c.backend.name not in lost for c in eligible.candidates)
+        tried: set[str] = set(lost) if others else set()
         last_error: ProviderError | None = None
         need = max(c.need for c in eligible.candidates)
-        for _ in range(self._settings.routing.max_attempts):
-            members = [ids.track_id(record.id, next_track + i) for i in range(need)]
-            try:
-                reservation = await self._router.reserve(eligible.candidates, members, tried)
-            except AllFull:
-                return await self._requeue(record.id, attempts, next_track)
-            except NoRoutableBackend:
-                if not attempts:
-                    return await self._requeue(record.id, attempts, next_track)
-                break
-            backend = reservation.backend
-            tried.add(backend)
-            try:
-                submitted = await self._submit_all(record, reservation, next_track)
-            except ProviderError as exc:
-                next_track += 1
-                last_error = exc
-                attempts.append(
-                    Attempt(backend=backend, outcome=exc.outcome, at=utcnow(), detail=exc.message)
-                )
-                await self._router.release(backend, reservation.members)
-                await self._router.report_failure(backend, exc)
-                if not exc.retryable:
+        left = self._settings.routing.max_attempts - transitions.failed_attempts(record)
+        retrying = False
+        stopped = "no routable backend" if left > 0 else "max_attempts reached"
+        try:
+            while left > 0:
+                if attempts and not self.budget.allows_retry():
+                    self._metrics.retries_denied.inc()
+                    stopped = "retry budget exhausted"
                     break
-                continue
-            next_track += len(submitted)
-            return await self._accepted(record.id, reservation, submitted, attempts, next_track)
-        code = (
-            "provider_rejected"
-            if last_error and not last_error.retryable
-            else "no_backend_accepted"
-        )
-        if last_error and last_error.outcome == "bad_answer":
-            code = "provider_bad_answer"
-        summary = "; ".join(f"{a.backend}: {a.outcome} ({a.detail})" for a in attempts)
-        return await self._give_up(
-            record.id, attempts, next_track, code, summary or "no routable backend"
-        )
+                if attempts and not retrying:
+                    retrying = True
+                    self.budget.retrying += 1
+                tracks = [ids.track_id(record.id, next_track + i) for i in range(need)]
+                try:
+                    reservation = await self._router.reserve(eligible.candidates, tracks, tried)
+                except (AllFull, NoRoutableBackend) as full:
+                    if isinstance(full, NoRoutableBackend) and attempts:
+                        stopped = "no other routable backend"
+                        break
+                    # Nothing free now: the job waits in the gateway queue (the caller's).
+                    return Dispatched(
+                        await self._record_attempts(record.id, attempts, next_track), False
+                    )
+                left -= 1
+                stopped = "max_attempts reached"
+                backend = reservation.backend
+                tried.add(backend)
+                try:
+                    submitted = await self._submit_all(record, reservation, next_track)
+                except ProviderError as exc:
+                    next_track += 1
+                    last_error = exc
+                    attempts.append(
+                        Attempt(
+                            backend=backend, outcome=exc.outcome, at=utcnow(), detail=exc.message
+                        )
+                    )
+                    await self._router.release(backend, reservation.members)
+                    await self._router.report_failure(backend, exc)
+                    if not exc.retryable:
+                        break
+                    continue
+                next_track += len(submitted)
+                saved = await self._accepted(
+                    record.id, reservation, submitted, attempts, next_track
+                )
+                return Dispatched(saved, placed=True)
+        finally:
+            if retrying:
+                self.budget.retrying -= 1
+        code = "no_backend_accepted"
+        if last_error is not None and not last_error.retryable:
+            code = (
+                "provider_bad_answer" if last_error.outcome == "bad_answer" else "provider_rejected"
+            )
+        tried_text = "; ".join(f"{a.backend}: {a.outcome} ({a.detail})" for a in attempts)
+        summary = f"{tried_text}; {stopped}" if tried_text else stopped
+        saved = await self._give_up(record.id, attempts, next_track, code, summary)
+        return Dispatched(saved, placed=True)
 
     async def _submit_all(
         self, record: JobRecord, reservation: Reservation, first: int
@@ -200,6 +236,12 @@ class Dispatcher:
         backend, adapter = candidate.backend, candidate.backend.adapter
         await self._router.report_success(backend.name)
         head = submitted[0].result
+        if head.eta is not None:
+            self._router.view.note_reported_wait(
+                backend.name,
+                head.eta
+                - self._router.view.seconds_per_unit(backend.name) * candidate.work_per_slot,
+            )
         attempts.append(
             Attempt(
                 backend=backend.name,
@@ -219,6 +261,7 @@ class Dispatcher:
             self._metrics.conversion_warnings.labels(backend.kind).inc(len(candidate.plan.warnings))
 
         def accept(record: JobRecord) -> Change:
+            self._metrics.queue_wait.observe((utcnow() - record.created_at).total_seconds())
             transitions.accept(
                 record,
                 backend=backend.name,
@@ -230,6 +273,8 @@ class Dispatcher:
                 next_track=next_track,
                 now=utcnow(),
             )
+            record.work_per_slot = candidate.work_per_slot
+            record.backlog = reservation.backlog
             return Change(poll=time.time() + wait)
 
         saved = await self._updater.update(job_id, accept)
@@ -245,16 +290,18 @@ class Dispatcher:
         )
         return saved
 
-    async def _requeue(
+    async def _record_attempts(
         self, job_id: str, attempts: list[Attempt], next_track: int
     ) -> Versioned | None:
-        def requeue(record: JobRecord) -> Change:
+        """Keep what was tried; the job stays queued, its poll a safety net behind the queue."""
+
+        def keep(record: JobRecord) -> Change:
             record.attempts.extend(attempts)
             record.next_track = max(record.next_track, next_track)
             transitions.touch(record, utcnow())
-            return Change(poll=time.time() + REQUEUE_DELAY)
+            return Change(poll=time.time() + self._settings.jobs.dispatch_timeout)
 
-        return await self._updater.update(job_id, requeue)
+        return await self._updater.update(job_id, keep)
 
     async def _give_up(
         self, job_id: str, attempts: list[Attempt], next_track: int, code: str, message: str

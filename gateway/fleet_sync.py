@@ -8,12 +8,15 @@ from collections.abc import Mapping
 
 import aiohttp
 
+from adapters.base import Probe
 from gateway.config import Settings
 from gateway.held import HeldReservations
 from gateway.store.fleet import FleetStore, Snapshot
 from observability.logging import get_logger
 from observability.metrics import Metrics
 from routing.backends import Backend
+from routing.load import REFERENCE_WORK
+from routing.router import Router
 from routing.view import FleetView
 
 log = get_logger(__name__)
@@ -27,6 +30,7 @@ class FleetSync:
         fleet: FleetStore,
         view: FleetView,
         held: HeldReservations,
+        router: Router,
         backends: Mapping[str, Backend],
         session: aiohttp.ClientSession,
         metrics: Metrics,
@@ -35,6 +39,7 @@ class FleetSync:
         self._fleet = fleet
         self._view = view
         self._held = held
+        self._router = router
         self._backends = backends
         self._session = session
         self._metrics = metrics
@@ -51,12 +56,19 @@ class FleetSync:
         for name, record in snapshot.backends.items():
             state = self._view.states[name]
             state.in_flight = record.in_flight
+            state.slots = record.slots
             state.failures = record.failures
             state.ejections = record.ejections
             state.ejected_until = record.ejected_until
+            state.cooldown_until = record.cooldown_until
             state.drained = record.drained
+            state.seconds_per_unit = record.seconds_per_unit
             self._metrics.backend_inflight.labels(name).set(record.in_flight)
             self._metrics.backend_up.labels(name).set(1 if self._view.routable(name) else 0)
+            self._metrics.backend_speed.labels(name).set(self._view.seconds_per_unit(name))
+            self._metrics.backend_expected_wait.labels(name).set(
+                self._view.expected_completion(name, REFERENCE_WORK)
+            )
         self._view.refreshed_at = time.time()
 
     async def refresh_loop(self) -> None:
@@ -86,12 +98,39 @@ class FleetSync:
 
     async def _probe(self, backend: Backend) -> None:
         started = time.perf_counter()
-        probe = await backend.adapter.probe(self._session)
+        try:
+            probe = await backend.adapter.probe(self._session)
+        except Exception as exc:  # a probe must never take the loop down
+            log.warning("probe_crashed", backend=backend.name, error=type(exc).__name__)
+            return
         self._metrics.provider_duration.labels(backend.name, "probe").observe(
             time.perf_counter() - started
         )
-        state = self._view.states[backend.name]
+        name = backend.name
+        state = self._view.states[name]
         state.probe_ok = probe.healthy
         state.probe_detail = probe.detail
         state.reported_queue = probe.queue_depth
         state.probed_at = time.time()
+        self._note_reported_queue(name, probe)
+        # Probes are health evidence too: a dead idle backend gets ejected without costing a
+        # request, and a recovered one closes its half-open state. A good probe does not
+        # clear failures of a backend that was never ejected: it may answer probes and still
+        # fail every submission.
+        try:
+            if not probe.healthy:
+                await self._router.count_failure(name)
+            elif self._router.half_open(name):
+                await self._router.report_success(name)
+        except Exception as exc:
+            log.warning("probe_health_update_failed", backend=name, error=type(exc).__name__)
+
+    def _note_reported_queue(self, name: str, probe: Probe) -> None:
+        """Turn what the backend says it has queued into seconds of others' work ahead."""
+        if probe.queue_seconds is not None:
+            self._view.note_reported_wait(name, probe.queue_seconds)
+        elif probe.queue_depth is not None:
+            # The count includes our own jobs there, which the reservations already cover.
+            others = max(0, probe.queue_depth - self._view.states[name].in_flight)
+            per_job = self._view.seconds_per_unit(name) * REFERENCE_WORK
+            self._view.note_reported_wait(name, others * per_job / self._view.parallelism[name])

@@ -20,11 +20,13 @@ from gateway.dispatch import Dispatcher
 from gateway.jobs import transitions
 from gateway.jobs.model import JobRecord, JobStatus, utcnow
 from gateway.jobs.updater import Change, JobUpdater, Mutation
-from gateway.store.jobs import JobStore
+from gateway.store.jobs import JobStore, Versioned
+from gateway.store.queue import GatewayQueue
 from gateway.store.schedules import Schedules
 from observability.logging import get_logger
 from observability.metrics import Metrics
 from routing.backends import Backend
+from routing.router import Router
 
 log = get_logger(__name__)
 
@@ -41,6 +43,8 @@ class Poller:
         schedules: Schedules,
         updater: JobUpdater,
         dispatcher: Dispatcher,
+        queue: GatewayQueue,
+        router: Router,
         backends: Mapping[str, Backend],
         session: aiohttp.ClientSession,
         metrics: Metrics,
@@ -51,6 +55,8 @@ class Poller:
         self._schedules = schedules
         self._updater = updater
         self._dispatcher = dispatcher
+        self._queue = queue
+        self._router = router
         self._backends = backends
         self._session = session
         self._metrics = metrics
@@ -84,7 +90,7 @@ class Poller:
             await self._expire(job_id, record)
             return
         if record.status is JobStatus.QUEUED:
-            await self._dispatcher.dispatch(current)
+            await self._queued(current)
             return
         backend = self._backends.get(record.backend or "")
         if backend is None:
@@ -94,6 +100,11 @@ class Poller:
             )
             return
         results = await self._poll_parts(backend, record)
+        if _all_lost(record, results) and (
+            transitions.failed_attempts(record) < self._settings.routing.max_attempts
+        ):
+            await self._resubmit_lost(job_id, backend)
+            return
 
         def apply(record: JobRecord) -> Change | None:
             now = utcnow()
@@ -108,6 +119,34 @@ class Poller:
             await self._schedules.schedule_poll(
                 job_id, time.time() + backend.adapter.options.poll_interval
             )
+
+    async def _queued(self, current: Versioned) -> None:
+        """A queued job is due: still in line, or it lost its place (a crash) and needs one."""
+        job_id, tenant = current.record.id, current.record.tenant
+        if await self._queue.contains(job_id):
+            await self._schedules.schedule_poll(job_id, time.time() + self._lease)
+            return
+        dispatched = await self._dispatcher.dispatch(current)
+        if not dispatched.placed:
+            await self._queue.push(job_id, tenant, force=True)
+
+    async def _resubmit_lost(self, job_id: str, backend: Backend) -> None:
+        """Polling proved the provider lost the job: free its slots and queue it again."""
+        released: list[str] = []
+
+        def requeue(record: JobRecord) -> Change | None:
+            if record.status.final or record.backend != backend.name:
+                return None
+            released[:] = record.reserved
+            transitions.lost(record, utcnow())
+            return Change(poll=time.time() + self._settings.jobs.dispatch_timeout)
+
+        saved = await self._updater.update(job_id, requeue)
+        if saved is None or saved.record.status is not JobStatus.QUEUED:
+            return
+        await self._router.release(backend.name, released)
+        await self._queue.push(job_id, saved.record.tenant, force=True)
+        log.warning("job_lost_by_provider", job_id=job_id, backend=backend.name)
 
     async def _poll_parts(
         self, backend: Backend, record: JobRecord
@@ -149,6 +188,15 @@ class Poller:
                 f"no result from {record.backend} within {self._settings.jobs.result_timeout:g}s"
             )
         await self._updater.update(job_id, _fail(code, message))
+
+
+def _all_lost(record: JobRecord, results: list[tuple[int, ProviderResult]]) -> bool:
+    """Every unfinished part is unknown to the provider and nothing was delivered yet."""
+    if not results or any(p.state.value == "succeeded" for p in record.current_parts()):
+        return False
+    return all(
+        r.state is ResultState.FAILED and r.error_code == "provider_lost" for _, r in results
+    )
 
 
 def _fail(code: str, message: str) -> Mutation:

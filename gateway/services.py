@@ -17,9 +17,10 @@ from gateway.dispatch import Dispatcher
 from gateway.fleet_sync import FleetSync
 from gateway.held import HeldReservations
 from gateway.inbound import Inbound
-from gateway.jobs.model import JobRecord
+from gateway.jobs.model import JobRecord, JobStatus
 from gateway.jobs.updater import JobUpdater
 from gateway.poller import Poller
+from gateway.queue_runner import QueueRunner
 from gateway.relay.guard import GuardedResolver, OutboundGuard
 from gateway.relay.sender import Sender
 from gateway.relay.signing import secret_key
@@ -28,6 +29,7 @@ from gateway.store import Store, open_store
 from gateway.store.events import JobEvents
 from gateway.store.fleet import FleetStore
 from gateway.store.jobs import JobStore
+from gateway.store.queue import GatewayQueue
 from gateway.store.ratelimit import RateLimiter
 from gateway.store.schedules import Schedules
 from observability.metrics import Metrics
@@ -57,6 +59,8 @@ class Services:
     guard: OutboundGuard
     updater: JobUpdater
     dispatcher: Dispatcher
+    queue: GatewayQueue
+    runner: QueueRunner
     inbound: Inbound
     poller: Poller
     relay: Relay
@@ -73,12 +77,24 @@ class Services:
         await self.store.close()
 
 
+async def learn_speed(router: Router, record: JobRecord) -> None:
+    """A succeeded job teaches its backend's speed: submit-to-result time for its work."""
+    if record.status is not JobStatus.SUCCEEDED or not record.backend or record.work_per_slot <= 0:
+        return
+    started = [p.submitted_at for p in record.current_parts() if p.submitted_at is not None]
+    if not started or record.completed_at is None:
+        return
+    seconds = (record.completed_at - min(started)).total_seconds()
+    await router.learn(record.backend, seconds, record.work_per_slot, record.backlog)
+
+
 def build_backends(settings: Settings) -> dict[str, Backend]:
     return {
         cfg.name: Backend(
             name=cfg.name,
             adapter=ADAPTERS[cfg.adapter].create(cfg.target()),
             max_concurrency=cfg.max_concurrency,
+            parallelism=cfg.parallelism or 0,
             weight=cfg.weight,
             tags=frozenset(cfg.tags),
             models=cfg.models,
@@ -92,7 +108,10 @@ async def build_services(settings: Settings, metrics: Metrics) -> Services:
     instance_id = settings.instance_id or f"{socket.gethostname()}-{secrets.token_hex(3)}"
     store = await open_store(settings.store)
     backends = build_backends(settings)
-    view = FleetView(list(backends))
+    view = FleetView(
+        {name: b.runs_at_once for name, b in backends.items()},
+        speed_prior=settings.routing.speed_prior,
+    )
     fleet = FleetStore(store, list(backends))
     rules = settings.routing.ejection
     router = Router(
@@ -121,15 +140,21 @@ async def build_services(settings: Settings, metrics: Metrics) -> Services:
         ),
     )
 
+    queue = GatewayQueue(store, settings.routing.queue_bound)
+    runner_ref: list[QueueRunner] = []
+
     async def on_final(record: JobRecord) -> None:
         if record.backend and record.reserved:
             await router.release(record.backend, record.reserved)
             held.drop(record.backend, record.reserved)
+            for runner in runner_ref:
+                runner.wake()
         metrics.jobs.labels(record.tenant, record.status.value).inc()
         if record.completed_at is not None:
             metrics.job_duration.labels(record.backend or "none", record.status.value).observe(
                 (record.completed_at - record.created_at).total_seconds()
             )
+        await learn_speed(router, record)
 
     updater = JobUpdater(jobs, on_final)
     eligibility = Eligibility(
@@ -146,6 +171,17 @@ async def build_services(settings: Settings, metrics: Metrics) -> Services:
         metrics=metrics,
     )
     events = JobEvents(store)
+    runner = QueueRunner(
+        queue=queue,
+        jobs=jobs,
+        dispatcher=dispatcher,
+        backends=backends,
+        view=view,
+        metrics=metrics,
+    )
+    runner_ref.append(runner)
+    # A job ending on any instance frees a slot somewhere: look at the queue.
+    events.subscribe(lambda _job, _status: runner.wake())
     return Services(
         settings=settings,
         instance_id=instance_id,
@@ -164,6 +200,8 @@ async def build_services(settings: Settings, metrics: Metrics) -> Services:
         guard=guard,
         updater=updater,
         dispatcher=dispatcher,
+        queue=queue,
+        runner=runner,
         inbound=Inbound(jobs=jobs, updater=updater, backends=backends, metrics=metrics),
         poller=Poller(
             settings=settings,
@@ -171,6 +209,8 @@ async def build_services(settings: Settings, metrics: Metrics) -> Services:
             schedules=schedules,
             updater=updater,
             dispatcher=dispatcher,
+            queue=queue,
+            router=router,
             backends=backends,
             session=provider_session,
             metrics=metrics,
@@ -193,6 +233,7 @@ async def build_services(settings: Settings, metrics: Metrics) -> Services:
             fleet=fleet,
             view=view,
             held=held,
+            router=router,
             backends=backends,
             session=provider_session,
             metrics=metrics,
@@ -214,5 +255,6 @@ async def start_background(services: Services) -> None:
     bg.start("lease-renewal", services.sync.renew_loop)
     bg.start("probes", services.sync.probe_loop)
     bg.start("poller", services.poller.run)
+    bg.start("queue", services.runner.run)
     bg.start("relay-read", services.relay.read_loop)
     bg.start("relay-maintenance", services.relay.maintenance_loop)

@@ -115,6 +115,34 @@ class Metrics:
             ["backend"],
             registry=r,
         )
+        self.backend_speed = Gauge(
+            "gateway_backend_seconds_per_unit",
+            "Learned seconds per megapixel-step of one job on a backend.",
+            ["backend"],
+            registry=r,
+        )
+        self.backend_expected_wait = Gauge(
+            "gateway_backend_expected_wait_seconds",
+            "Expected completion of a 512x512, 30-step image if routed there now.",
+            ["backend"],
+            registry=r,
+        )
+        self.queue_depth = Gauge(
+            "gateway_queue_depth",
+            "Jobs waiting in the gateway queue for a backend with room (all instances).",
+            registry=r,
+        )
+        self.queue_wait = Histogram(
+            "gateway_queue_wait_seconds",
+            "Time jobs spent in the gateway queue before a backend took them.",
+            buckets=_JOB_BUCKETS,
+            registry=r,
+        )
+        self.retries_denied = Counter(
+            "gateway_retries_denied_total",
+            "Failovers skipped because the retry budget was spent.",
+            registry=r,
+        )
         self.rate_limited = Counter(
             "gateway_rate_limited_total",
             "Requests refused by a tenant's rate limit.",

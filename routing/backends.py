@@ -13,6 +13,7 @@ class Backend:
     name: str
     adapter: Adapter
     max_concurrency: int
+    parallelism: int = 0  # jobs it runs at once; 0 means max_concurrency
     weight: float = 1.0
     tags: frozenset[str] = field(default_factory=frozenset)
     models: Mapping[str, str] = field(default_factory=dict)
@@ -21,6 +22,10 @@ class Backend:
     @property
     def kind(self) -> str:
         return self.adapter.kind
+
+    @property
+    def runs_at_once(self) -> int:
+        return self.parallelism or self.max_concurrency
 
 
 @dataclass(frozen=True)
@@ -34,3 +39,7 @@ class Candidate:
     def need(self) -> int:
         """Slots this job takes there: one per submission, never more than the capacity."""
         return min(len(self.plan.submissions), self.backend.max_concurrency)
+
+    @property
+    def work_per_slot(self) -> float:
+        return self.plan.work / self.need

@@ -17,10 +17,9 @@ class Policy(Protocol):
     def order(self, candidates: Sequence[Candidate], view: FleetView) -> list[Candidate]: ...
 
 
-def load(candidate: Candidate, view: FleetView) -> float:
-    """Share of the backend's capacity in use once this job is added."""
-    state = view.states[candidate.backend.name]
-    return (state.in_flight + candidate.need) / candidate.backend.max_concurrency
+def expected_wait(candidate: Candidate, view: FleetView) -> float:
+    """Seconds until this job would be done there (see routing/load.py)."""
+    return view.expected_completion(candidate.backend.name, candidate.work_per_slot)
 
 
 def _shuffled(candidates: Sequence[Candidate], rng: random.Random) -> list[Candidate]:
@@ -36,7 +35,7 @@ class LeastLoaded:
     def __init__(
         self,
         rng: random.Random | None = None,
-        measure: Callable[[Candidate, FleetView], float] = load,
+        measure: Callable[[Candidate, FleetView], float] = expected_wait,
     ) -> None:
         self._rng = rng or random.Random()
         self._measure = measure
@@ -53,7 +52,7 @@ class PowerOfTwo:
     def __init__(
         self,
         rng: random.Random | None = None,
-        measure: Callable[[Candidate, FleetView], float] = load,
+        measure: Callable[[Candidate, FleetView], float] = expected_wait,
     ) -> None:
         self._rng = rng or random.Random()
         self._measure = measure

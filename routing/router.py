@@ -1,7 +1,8 @@
-"""The router: order the candidates by policy, reserve atomically, learn from failures."""
+"""The router: order the candidates by policy, reserve atomically, learn from outcomes."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -13,13 +14,14 @@ from routing.view import FleetView
 
 # Failures that say something about the backend's health (not about the request).
 HEALTH_OUTCOMES = frozenset({"unavailable", "timeout", "server_error", "auth_failed"})
+DEFAULT_COOLDOWN = 1.0  # seconds, when a 429 does not say how long
 
 
 class Ledger(Protocol):
     """Shared, atomic backend state (implemented by the gateway's store)."""
 
     async def reserve(
-        self, candidates: Sequence[tuple[str, int, int]], members: Sequence[str], lease: float
+        self, candidates: Sequence[tuple[str, int, Sequence[str]]], lease: float
     ) -> tuple[str | None, dict[str, int]]: ...
 
     async def release(self, backend: str, members: Sequence[str]) -> None: ...
@@ -28,7 +30,16 @@ class Ledger(Protocol):
         self, backend: str, *, threshold: int, base: float, maximum: float, max_share: float
     ) -> float | None: ...
 
-    async def record_success(self, backend: str) -> None: ...
+    async def record_success(self, backend: str, *, forget_after: float) -> None: ...
+
+    async def cool_down(self, backend: str, seconds: float) -> float: ...
+
+    async def learn_speed(self, backend: str, seconds_per_unit: float) -> float: ...
+
+
+def member(track: str, work: float, started: float) -> str:
+    """A reservation member carries its work and start, so load can be read back from it."""
+    return f"{track}~{work:.6g}~{int(started * 1000)}"
 
 
 @dataclass(frozen=True)
@@ -43,6 +54,7 @@ class EjectionRules:
 class Reservation:
     candidate: Candidate
     members: tuple[str, ...]
+    backlog: float  # work (units) ahead of this job there when it was reserved
 
     @property
     def backend(self) -> str:
@@ -50,7 +62,7 @@ class Reservation:
 
 
 class NoRoutableBackend(Exception):
-    """Every candidate is ejected, drained or already tried."""
+    """Every candidate is ejected, cooling down, drained or already tried."""
 
 
 class AllFull(Exception):
@@ -74,7 +86,7 @@ class Router:
         self._ejection = ejection
 
     async def reserve(
-        self, candidates: Sequence[Candidate], members: Sequence[str], exclude: set[str]
+        self, candidates: Sequence[Candidate], tracks: Sequence[str], exclude: set[str]
     ) -> Reservation:
         """Reserve slots on the best candidate with room; raise when none can take it."""
         pool = [
@@ -85,25 +97,37 @@ class Router:
         if not pool:
             raise NoRoutableBackend
         ordered = self.policy.order(pool, self.view)
-        need = max(c.need for c in ordered)
-        chosen, seen = await self._ledger.reserve(
-            [(c.backend.name, c.backend.max_concurrency, c.need) for c in ordered],
-            members[:need],
-            self._lease,
-        )
+        now = time.time()
+        offers = [
+            (
+                c.backend.name,
+                c.backend.max_concurrency,
+                [member(t, c.work_per_slot, now) for t in tracks[: c.need]],
+            )
+            for c in ordered
+        ]
+        backlogs = {c.backend.name: self.view.backlog(c.backend.name) for c in ordered}
+        chosen, seen = await self._ledger.reserve(offers, self._lease)
         self.view.note_in_flight(seen)
         if chosen is None:
             raise AllFull
-        candidate = next(c for c in ordered if c.backend.name == chosen)
-        return Reservation(candidate, tuple(members[: candidate.need]))
+        index = next(i for i, c in enumerate(ordered) if c.backend.name == chosen)
+        return Reservation(ordered[index], tuple(offers[index][2]), backlogs[chosen])
 
     async def release(self, backend: str, members: Sequence[str]) -> None:
         await self._ledger.release(backend, members)
 
     async def report_failure(self, backend: str, error: ProviderError) -> float | None:
-        """Count a health failure; returns the ejection end when this ejected the backend."""
+        """Learn from a failed submit: a 429 cools the key down; ill health counts to ejection."""
+        if error.outcome == "rate_limited":
+            await self.cool_down(backend, error.retry_after or DEFAULT_COOLDOWN)
+            return None
         if error.outcome not in HEALTH_OUTCOMES:
             return None
+        return await self.count_failure(backend)
+
+    async def count_failure(self, backend: str) -> float | None:
+        """One consecutive failure more; returns the ejection end when this ejected it."""
         rules = self._ejection
         state = self.view.states[backend]
         state.failures += 1
@@ -118,8 +142,49 @@ class Router:
             state.ejected_until = until  # act on it here at once; others see it on refresh
         return until
 
+    def half_open(self, backend: str) -> bool:
+        """Its ejection is over and one more failure would eject it again."""
+        state = self.view.states[backend]
+        return (
+            state.ejected_until > 0
+            and not self.view.ejected(backend)
+            and state.failures >= self._ejection.consecutive_failures - 1
+        )
+
     async def report_success(self, backend: str) -> None:
         state = self.view.states[backend]
         if state.failures:
             state.failures = 0
-            await self._ledger.record_success(backend)
+            await self._ledger.record_success(backend, forget_after=self._ejection.max_time)
+
+    async def cool_down(self, backend: str, seconds: float) -> None:
+        self.view.states[backend].cooldown_until = await self._ledger.cool_down(backend, seconds)
+
+    async def learn(self, backend: str, seconds: float, work: float, backlog: float) -> None:
+        """Fold one completed job into the backend's speed.
+
+        `seconds` ran from submit to result for `work` units with `backlog` units ahead; by
+        the load model that took max(work, (backlog + work) / parallelism) unit-times.
+        """
+        parallelism = self.view.parallelism[backend]
+        units = max(work, (backlog + work) / max(1, parallelism))
+        if units <= 0 or seconds <= 0:
+            return
+        learned = await self._ledger.learn_speed(backend, seconds / units)
+        self.view.states[backend].seconds_per_unit = learned
+
+
+class RetryBudget:
+    """Retries may be at most `ratio` of the submissions in progress (at least `minimum`).
+
+    Under a broad outage this stops every failed submit turning into several more.
+    """
+
+    def __init__(self, ratio: float, minimum: int) -> None:
+        self._ratio = ratio
+        self._minimum = minimum
+        self.active = 0
+        self.retrying = 0
+
+    def allows_retry(self) -> bool:
+        return self.retrying < max(self._minimum, self._ratio * self.active)

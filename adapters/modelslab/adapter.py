@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any, ClassVar
 
 import aiohttp
@@ -66,7 +67,12 @@ class ModelsLabAdapter:
     async def poll(self, session: aiohttp.ClientSession, provider_id: str) -> ProviderResult:
         body = {"key": self._key, "request_id": provider_id}
         _, data = await self._call(session, f"fetch/{provider_id}", body, self.options.poll_timeout)
-        return answers.read_result(data)
+        result = answers.read_result(data)
+        message = (result.error_message or "").lower()
+        if result.state is ResultState.FAILED and "not found" in message:
+            # Fetch does not know the id: the provider lost it (restart, expiry).
+            return replace(result, error_code="provider_lost")
+        return result
 
     async def probe(self, session: aiohttp.ClientSession) -> Probe:
         try:
@@ -96,6 +102,7 @@ class ModelsLabAdapter:
         return Probe(
             healthy=True,
             queue_depth=int(queue) if queue is not None else None,
+            queue_seconds=queue_time,
             detail=f"queue_time {queue_time:g}s" if queue_time is not None else "up",
         )
 

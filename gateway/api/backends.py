@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import time
 from datetime import UTC, datetime
+from typing import Literal
 
 from aiohttp import web
 
 from gateway.api.schemas import BackendList, BackendStatus, Probe
 from gateway.context import services
 from gateway.errors import Forbidden, NotFound
+from routing.load import REFERENCE_WORK
 
 
 def add_routes(app: web.Application) -> None:
@@ -26,10 +28,14 @@ def describe(request: web.Request, name: str) -> BackendStatus:
     s = services(request)
     backend, state, view = s.backends[name], s.view.states[name], s.view
     ejected = view.ejected(name)
+    cooling = state.cooldown_until > view.now()
+    health: Literal["healthy", "probe_failing", "cooling_down", "ejected", "drained"]
     if state.drained:
         health = "drained"
     elif ejected:
         health = "ejected"
+    elif cooling:
+        health = "cooling_down"
     elif state.probe_ok is False:
         health = "probe_failing"
     else:
@@ -41,11 +47,17 @@ def describe(request: web.Request, name: str) -> BackendStatus:
         routable=view.routable(name),
         drained=state.drained,
         ejected_until=_iso(state.ejected_until) if ejected else None,
+        cooldown_until=_iso(state.cooldown_until) if cooling else None,
         ejections=state.ejections,
         consecutive_failures=state.failures,
         in_flight=state.in_flight,
+        reserved_work=round(view.backlog(name), 3),
         capacity=backend.max_concurrency,
+        parallelism=backend.runs_at_once,
         reported_queue=state.reported_queue,
+        reported_wait=round(view.reported_wait(name), 3),
+        seconds_per_unit=state.seconds_per_unit,
+        expected_wait=round(view.expected_completion(name, REFERENCE_WORK), 3),
         last_probe=Probe(ok=state.probe_ok, detail=state.probe_detail, at=_iso(state.probed_at)),
         weight=backend.weight,
         tags=sorted(backend.tags),
@@ -67,7 +79,11 @@ async def list_backends(request: web.Request) -> web.Response:
         tenant = s.directory.tenant(request)
         names = [b.name for b in s.eligibility.allowed(tenant.name)]
     return _json(
-        BackendList(backends=[describe(request, n) for n in names], as_of=_iso(time.time()))
+        BackendList(
+            backends=[describe(request, n) for n in names],
+            queued=await s.queue.size(),
+            as_of=_iso(time.time()),
+        )
     )
 
 

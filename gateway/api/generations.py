@@ -18,6 +18,7 @@ from gateway.errors import (
     InvalidRequest,
     NoEligibleBackend,
     NotFound,
+    QueueFull,
     RateLimited,
     ServiceUnavailable,
     field_detail,
@@ -25,7 +26,6 @@ from gateway.errors import (
 from gateway.jobs import transitions
 from gateway.jobs.model import Job, JobRecord, JobStatus, utcnow
 from gateway.jobs.updater import Change
-from gateway.relay.guard import Refused
 from gateway.store.jobs import Versioned
 from routing.eligibility import Eligible, NotAllowed
 
@@ -53,13 +53,6 @@ async def submit(request: web.Request) -> web.Response:
     body = await read_model(
         request, GenerationRequest, context={"allow_http": s.settings.outbound.allow_http}
     )
-    if body.webhook_url:
-        try:
-            s.guard.check_url(body.webhook_url)
-        except Refused as exc:
-            raise InvalidRequest(
-                f"webhook_url: {exc}", details=[field_detail("webhook_url", str(exc), "forbidden")]
-            ) from None
     if tenant.rate_limit is not None:
         wait = await s.rate.acquire(
             tenant.name, tenant.rate_limit.per_second, tenant.rate_limit.burst
@@ -111,9 +104,16 @@ async def submit(request: web.Request) -> web.Response:
     )
     if existing is not None:
         return await _replay(request, existing, body_hash)
+    dispatched = await s.dispatcher.dispatch(Versioned(1, record), eligible)
+    if not dispatched.placed and not await s.queue.push(record.id, tenant.name):
+        await s.jobs.forget(record.id, tenant.name, key_digest if idempotency else None)
+        raise QueueFull(
+            f"every eligible backend is busy and the gateway queue is full "
+            f"({s.queue.bound} jobs); try again shortly",
+            headers={"Retry-After": "2"},
+        )
     s.metrics.jobs.labels(tenant.name, "accepted").inc()
-    saved = await s.dispatcher.dispatch(Versioned(1, record), eligible)
-    job = (saved.record if saved else record).public()
+    job = (dispatched.job.record if dispatched.job else record).public()
     return job_response(job, 202, {"Location": f"/v1/generations/{job.id}"})
 
 
@@ -218,6 +218,7 @@ async def cancel(request: web.Request) -> web.Response:
         return Change() if transitions.cancel(record, utcnow()) else None
 
     saved = await s.updater.update(current.record.id, mutate, current=current)
+    await s.queue.remove(current.record.id)  # if it was waiting there
     record = saved.record if saved else current.record
     if record.status is not JobStatus.CANCELED:
         raise Conflict(f"job {record.id} already {record.status.value}")

@@ -28,15 +28,21 @@ class Probe(BaseModel):
 class BackendStatus(BaseModel):
     name: str
     adapter: str
-    health: Literal["healthy", "probe_failing", "ejected", "drained"]
+    health: Literal["healthy", "probe_failing", "cooling_down", "ejected", "drained"]
     routable: bool
     drained: bool
     ejected_until: str | None
+    cooldown_until: str | None
     ejections: int
     consecutive_failures: int
     in_flight: int
+    reserved_work: float
     capacity: int
+    parallelism: int
     reported_queue: int | None
+    reported_wait: float
+    seconds_per_unit: float | None
+    expected_wait: float
     last_probe: Probe
     weight: float
     tags: list[str]
@@ -45,6 +51,7 @@ class BackendStatus(BaseModel):
 
 class BackendList(BaseModel):
     backends: list[BackendStatus]
+    queued: int
     as_of: str | None
 
 

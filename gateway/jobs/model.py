@@ -131,6 +131,8 @@ class JobRecord(Job):
     first_track: int = 0  # the accepted parts are tracks first_track .. + parts_expected
     next_track: int = 0
     reserved: list[str] = Field(default_factory=list)  # reservation members on `backend`
+    work_per_slot: float = 0.0  # megapixel-steps per reserved slot, for learning speed
+    backlog: float = 0.0  # work (units) ahead of this job on its backend when reserved
     deadline: float = 0.0  # epoch seconds after which an unfinished job fails
     delivery_state: DeliveryState = DeliveryState.NONE
     provider_error_body: str | None = None  # size-limited raw body of an unreadable webhook

@@ -131,6 +131,26 @@ def cancel(record: JobRecord, now: datetime) -> bool:
     return True
 
 
+def lost(record: JobRecord, now: datetime) -> None:
+    """The provider no longer knows the job (polling proved it): back to the queue.
+
+    Only then may the job go elsewhere; an accepted job is never resubmitted on a guess.
+    """
+    assert record.backend is not None
+    record.attempts.append(
+        Attempt(backend=record.backend, outcome="lost", at=now, detail="the provider lost it")
+    )
+    record.status = JobStatus.QUEUED
+    record.backend = record.adapter = record.track_id = None
+    record.parts_expected = 0
+    record.reserved = []
+    touch(record, now)
+
+
+def failed_attempts(record: JobRecord) -> int:
+    return sum(1 for a in record.attempts if a.outcome not in ("accepted", "completed"))
+
+
 def keep_raw_body(record: JobRecord, body: bytes) -> None:
     """Keep a size-limited copy of an unreadable provider body for debugging."""
     record.provider_error_body = body[:MAX_RAW_BODY].decode("utf-8", "replace")

@@ -1,29 +1,53 @@
-"""Backend state shared by every instance: reservations with leases, health, drain."""
+"""Backend state shared by every instance: reservations with leases, health, speed, drain."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from gateway.store import keys
 from gateway.store.connect import Store
+from routing.load import Slot
+
+SPEED_ALPHA = 0.2
+
+
+def parse_member(raw: bytes | str) -> Slot | None:
+    text = raw.decode() if isinstance(raw, bytes) else raw
+    parts = text.rsplit("~", 2)
+    if len(parts) != 3:
+        return None
+    try:
+        return Slot(work=float(parts[1]), started=int(parts[2]) / 1000)
+    except ValueError:
+        return None
 
 
 @dataclass(frozen=True)
 class BackendRecord:
     """One backend's shared state as read from the store."""
 
-    in_flight: int
+    slots: list[Slot] = field(default_factory=list)
     failures: int = 0
     ejections: int = 0
     ejected_until: float = 0.0  # epoch seconds
+    cooldown_until: float = 0.0
     drained: bool = False
+    seconds_per_unit: float | None = None
+
+    @property
+    def in_flight(self) -> int:
+        return len(self.slots)
 
 
 @dataclass(frozen=True)
 class Snapshot:
     server_time: float  # epoch seconds by the store's clock
     backends: dict[str, BackendRecord]
+
+
+def _flat(pairs: Sequence[bytes]) -> dict[str, str]:
+    return {pairs[i].decode(): pairs[i + 1].decode() for i in range(0, len(pairs), 2)}
 
 
 class FleetStore:
@@ -33,18 +57,15 @@ class FleetStore:
         self._health_keys = [keys.health(b) for b in self._names]
 
     async def reserve(
-        self,
-        candidates: Sequence[tuple[str, int, int]],
-        members: Sequence[str],
-        lease: float,
+        self, candidates: Sequence[tuple[str, int, Sequence[str]]], lease: float
     ) -> tuple[str | None, dict[str, int]]:
-        """Reserve slots on the first candidate (name, capacity, need) with room.
+        """Reserve the given members on the first candidate (name, capacity, members) with room.
 
         Returns the chosen backend (or None) and the in-flight counts seen on the way.
         """
-        args: list[str | int] = [int(lease * 1000), len(members), *members]
-        for _, capacity, need in candidates:
-            args += [capacity, need]
+        args: list[str | int] = [int(lease * 1000)]
+        for _, capacity, members in candidates:
+            args += [capacity, len(members), *members]
         reply = await self._store.run(
             "RESERVE", [keys.reservations(name) for name, _, _ in candidates], args
         )
@@ -74,18 +95,22 @@ class FleetStore:
 
     async def snapshot(self) -> Snapshot:
         reply = await self._store.run(
-            "SNAPSHOT", [*(keys.reservations(b) for b in self._names), *self._health_keys], []
+            "SNAPSHOT",
+            [*(keys.reservations(b) for b in self._names), *self._health_keys, keys.speeds()],
+            [],
         )
+        speeds = {k: float(v) for k, v in _flat(reply[1]).items()}
         backends = {}
         for i, name in enumerate(self._names):
-            in_flight, flat = reply[1 + 2 * i], reply[2 + 2 * i]
-            fields = {flat[j].decode(): flat[j + 1].decode() for j in range(0, len(flat), 2)}
+            members, health = reply[2 + 2 * i], _flat(reply[3 + 2 * i])
             backends[name] = BackendRecord(
-                in_flight=int(in_flight),
-                failures=int(fields.get("failures", 0)),
-                ejections=int(fields.get("ejections", 0)),
-                ejected_until=float(fields.get("ejected_until", 0)) / 1000,
-                drained=fields.get("drained") == "1",
+                slots=[s for s in map(parse_member, members) if s is not None],
+                failures=int(health.get("failures", 0)),
+                ejections=int(health.get("ejections", 0)),
+                ejected_until=float(health.get("ejected_until", 0)) / 1000,
+                cooldown_until=float(health.get("cooldown_until", 0)) / 1000,
+                drained=health.get("drained") == "1",
+                seconds_per_unit=speeds.get(name),
             )
         return Snapshot(server_time=int(reply[0]) / 1000, backends=backends)
 
@@ -100,8 +125,18 @@ class FleetStore:
         )
         return int(value) / 1000 if int(ejected) else None
 
-    async def record_success(self, backend: str) -> None:
-        await self._store.redis.hset(keys.health(backend), "failures", 0)
+    async def record_success(self, backend: str, *, forget_after: float) -> None:
+        await self._store.run("RECORD_SUCCESS", [keys.health(backend)], [int(forget_after * 1000)])
+
+    async def cool_down(self, backend: str, seconds: float) -> float:
+        until = await self._store.run("COOL_DOWN", [keys.health(backend)], [int(seconds * 1000)])
+        return int(until) / 1000
+
+    async def learn_speed(self, backend: str, seconds_per_unit: float) -> float:
+        value = await self._store.run(
+            "LEARN_SPEED", [keys.speeds()], [backend, f"{seconds_per_unit:.6g}", SPEED_ALPHA]
+        )
+        return float(value)
 
     async def set_drained(self, backend: str, drained: bool) -> None:
         await self._store.redis.hset(keys.health(backend), "drained", "1" if drained else "0")

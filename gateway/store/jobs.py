@@ -69,6 +69,16 @@ class JobStore:
         )
         return existing.decode() if existing else None
 
+    async def forget(self, job_id: str, tenant: str, idempotency_key: str | None) -> None:
+        """Remove a job that was refused before acceptance, with its idempotency key."""
+        shard = shard_of(job_id)
+        idem = (
+            keys.idempotency(shard, tenant, idempotency_key)
+            if idempotency_key
+            else keys.job(job_id)
+        )
+        await self._store.run("DELETE_JOB", [keys.job(job_id), idem, keys.polls(shard)], [job_id])
+
     async def get(self, job_id: str) -> Versioned | None:
         version, doc = await self._store.redis.hmget(keys.job(job_id), ["v", "doc"])
         if version is None or doc is None:

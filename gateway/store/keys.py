@@ -6,6 +6,7 @@ Hash tags keep each Lua script's keys in one Cluster slot:
   and enqueueing its webhook is one atomic script;
 - `{fleet}`: backend reservations and health, so a reservation across candidates is one
   atomic script;
+- `{queue}`: the gateway queue (fair across tenants) for jobs no backend can take yet;
 - `{rl:<tenant>}`: a tenant's rate-limit bucket.
 """
 
@@ -56,3 +57,19 @@ def health(backend: str) -> str:
 
 def rate_bucket(tenant: str) -> str:
     return f"{PREFIX}:{{rl:{tenant}}}:bucket"
+
+
+def speeds() -> str:
+    return f"{PREFIX}:{{fleet}}:speed"
+
+
+def queue() -> str:
+    return f"{PREFIX}:{{queue}}:jobs"
+
+
+def queue_tenants() -> str:
+    return f"{PREFIX}:{{queue}}:tenant-time"
+
+
+def queue_clock() -> str:
+    return f"{PREFIX}:{{queue}}:virtual-time"

@@ -84,52 +84,59 @@ for _, id in ipairs(due) do redis.call('ZADD', KEYS[1], until_ms, id) end
 return due
 """
 
-# KEYS: reservation sets of the candidates, in preference order. ARGV: lease_ms, k,
-# member_1..member_k, then (cap, need) per candidate. Expired leases are dropped first.
-# Returns {index (1-based, 0 if none had room), in-flight per candidate checked...}.
-RESERVE = """
+_NOW = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+"""
+
+# KEYS: reservation sets of the candidates, in preference order. ARGV: lease_ms, then per
+# candidate: cap, need, and `need` members. Expired leases are dropped first.
+# Returns {index (1-based, 0 if none had room), in-flight per candidate checked...}.
+RESERVE = (
+    _NOW
+    + """
 local expires = now + tonumber(ARGV[1])
-local k = tonumber(ARGV[2])
+local pos = 2
 local out = {0}
 for i, key in ipairs(KEYS) do
+  local cap, need = tonumber(ARGV[pos]), tonumber(ARGV[pos + 1])
   redis.call('ZREMRANGEBYSCORE', key, '-inf', now)
   local used = redis.call('ZCARD', key)
-  local cap = tonumber(ARGV[2 + k + 2 * i - 1])
-  local need = tonumber(ARGV[2 + k + 2 * i])
   if used + need <= cap then
-    for j = 1, need do redis.call('ZADD', key, expires, ARGV[2 + j]) end
+    for j = 1, need do redis.call('ZADD', key, expires, ARGV[pos + 1 + j]) end
     out[1] = i
     out[#out + 1] = used + need
     return out
   end
   out[#out + 1] = used
+  pos = pos + 2 + need
 end
 return out
 """
+)
 
-# KEYS: reservation sets, then health hashes, one per backend in the same order.
-# Returns {server_now_ms, then per backend: in_flight, health hash as a flat list}.
-SNAPSHOT = """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local n = #KEYS / 2
-local out = {now}
+# KEYS: reservation sets, then health hashes (same order), then the speed hash.
+# Returns {server_now_ms, speeds (flat), then per backend: members, health (flat)}.
+SNAPSHOT = (
+    _NOW
+    + """
+local n = (#KEYS - 1) / 2
+local out = {now, redis.call('HGETALL', KEYS[#KEYS])}
 for i = 1, n do
   redis.call('ZREMRANGEBYSCORE', KEYS[i], '-inf', now)
-  out[#out + 1] = redis.call('ZCARD', KEYS[i])
+  out[#out + 1] = redis.call('ZRANGE', KEYS[i], 0, -1)
   out[#out + 1] = redis.call('HGETALL', KEYS[n + i])
 end
 return out
 """
+)
 
 # KEYS: reservation sets. ARGV: lease_ms, then per key a count followed by members.
 # Extends leases of members that still exist (XX: a released member stays released) and
 # returns, per key, the members that no longer exist.
-RENEW = """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+RENEW = (
+    _NOW
+    + """
 local expires = now + tonumber(ARGV[1])
 local pos = 2
 local out = {}
@@ -146,12 +153,13 @@ for i, key in ipairs(KEYS) do
 end
 return out
 """
+)
 
 # KEYS: the failing backend's health hash, then every backend's health hash (the pool).
 # ARGV: threshold, base_ms, max_ms, max_share. Returns {ejected (0/1), until_ms or failures}.
-RECORD_FAILURE = """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+RECORD_FAILURE = (
+    _NOW
+    + """
 local h = KEYS[1]
 local failures = redis.call('HINCRBY', h, 'failures', 1)
 local ejected_until = tonumber(redis.call('HGET', h, 'ejected_until') or '0')
@@ -170,12 +178,13 @@ local until_ms = now + duration
 redis.call('HSET', h, 'ejected_until', until_ms, 'failures', tonumber(ARGV[1]) - 1)
 return {1, until_ms}
 """
+)
 
 # KEYS: bucket. ARGV: interval_ms (1/rate), tolerance_ms ((burst-1) * interval).
 # GCRA: returns 0 when allowed, else milliseconds until a request would be.
-RATE_LIMIT = """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+RATE_LIMIT = (
+    _NOW
+    + """
 local interval = tonumber(ARGV[1])
 local tolerance = tonumber(ARGV[2])
 local tat = tonumber(redis.call('GET', KEYS[1]) or now)
@@ -185,4 +194,72 @@ if now < allow_at then return math.ceil(allow_at - now) end
 local new_tat = tat + interval
 redis.call('SET', KEYS[1], new_tat, 'PX', math.ceil(new_tat - now + interval))
 return 0
+"""
+)
+
+# KEYS: the backend's health hash. ARGV: max_ms. A success closes the half-open state; a
+# long healthy spell since the last ejection forgets how often it was ejected.
+RECORD_SUCCESS = (
+    _NOW
+    + """
+redis.call('HSET', KEYS[1], 'failures', 0)
+local ejected_until = tonumber(redis.call('HGET', KEYS[1], 'ejected_until') or '0')
+if ejected_until > 0 and now - ejected_until > tonumber(ARGV[1]) then
+  redis.call('HSET', KEYS[1], 'ejections', 0)
+end
+return 1
+"""
+)
+
+# KEYS: the backend's health hash. ARGV: ms. Extends (never shortens) a 429 cool-down.
+COOL_DOWN = (
+    _NOW
+    + """
+local until_ms = now + tonumber(ARGV[1])
+local current = tonumber(redis.call('HGET', KEYS[1], 'cooldown_until') or '0')
+if until_ms > current then redis.call('HSET', KEYS[1], 'cooldown_until', until_ms) end
+return until_ms
+"""
+)
+
+# KEYS: the speed hash. ARGV: backend, observed seconds per unit, alpha. A bounded EWMA.
+LEARN_SPEED = """
+local old = tonumber(redis.call('HGET', KEYS[1], ARGV[1]) or '')
+local seen, alpha = tonumber(ARGV[2]), tonumber(ARGV[3])
+local value = seen
+if old then
+  value = (1 - alpha) * old + alpha * math.min(math.max(seen, old / 4), old * 4)
+end
+redis.call('HSET', KEYS[1], ARGV[1], value)
+return tostring(value)
+"""
+
+# The gateway queue: start-time fair queuing across tenants in one sorted set. A job's
+# score is one past the later of the queue's virtual time and its tenant's last score,
+# so a tenant's burst interleaves with everyone else instead of going first.
+# KEYS: queue zset, tenant scores hash, virtual time. ARGV: job_id, tenant, bound.
+QUEUE_PUSH = """
+if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[3]) then return 0 end
+local vnow = tonumber(redis.call('GET', KEYS[3]) or '0')
+local last = tonumber(redis.call('HGET', KEYS[2], ARGV[2]) or '0')
+local score = math.max(vnow, last) + 1
+redis.call('HSET', KEYS[2], ARGV[2], score)
+redis.call('ZADD', KEYS[1], 'NX', score, ARGV[1])
+return 1
+"""
+
+# KEYS: queue zset, virtual time. ARGV: count. Pops the fairest jobs, with their scores.
+QUEUE_POP = """
+local popped = redis.call('ZPOPMIN', KEYS[1], ARGV[1])
+if #popped > 0 then redis.call('SET', KEYS[2], popped[#popped]) end
+return popped
+"""
+
+# KEYS: job, idempotency (or the job key again), polls. ARGV: job_id. Forgets a job that
+# was never accepted (the gateway queue was full): the client got a 429, not a 202.
+DELETE_JOB = """
+redis.call('DEL', KEYS[1])
+if KEYS[2] ~= KEYS[1] then redis.call('DEL', KEYS[2]) end
+redis.call('ZREM', KEYS[3], ARGV[1])
+return 1
 """

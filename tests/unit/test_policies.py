@@ -1,64 +1,109 @@
-"""Routing policies order candidates; ties are broken fairly."""
+"""Routing policies order candidates by the load model; ties are broken fairly."""
 
 from __future__ import annotations
 
 import random
+import time
 from collections import Counter
 
+import pytest
 from pydantic import SecretStr
 
 from adapters.base import Target
 from adapters.modelslab import FACTORY
 from adapters.normalized import GenerationRequest
 from routing.backends import Backend, Candidate
+from routing.load import Slot, expected_completion, remaining_work
 from routing.policies import make_policy
 from routing.view import FleetView
 
 
 def candidates(caps: dict[str, int], weights: dict[str, float] | None = None) -> list[Candidate]:
-    request = GenerationRequest(prompt="x")
+    request = GenerationRequest(prompt="x", width=512, height=512, steps=30)
     out = []
     for order, (name, cap) in enumerate(caps.items()):
         adapter = FACTORY.create(Target(name, "http://x", SecretStr("k"), {"default": "m"}))
-        backend = Backend(name, adapter, cap, (weights or {}).get(name, 1.0), order=order)
+        backend = Backend(name, adapter, cap, weight=(weights or {}).get(name, 1.0), order=order)
         out.append(Candidate(backend, adapter.plan(request)))
     return out
 
 
-def test_least_loaded_prefers_spare_capacity_relative_to_size() -> None:
-    cands = candidates({"small": 2, "big": 10})
-    view = FleetView(["small", "big"])
-    view.states["small"].in_flight = 1
-    view.states["big"].in_flight = 4
-    assert make_policy("least_loaded", random.Random(1)).order(cands, view)[0].backend.name == "big"
+def view(caps: dict[str, int], speeds: dict[str, float] | None = None) -> FleetView:
+    fleet = FleetView(dict(caps))
+    for name, speed in (speeds or {}).items():
+        fleet.states[name].seconds_per_unit = speed
+    return fleet
+
+
+def test_idle_fleet_prefers_the_fastest_backend() -> None:
+    caps = {"slow": 8, "fast": 1}
+    order = make_policy("least_loaded", random.Random(1)).order(
+        candidates(caps), view(caps, {"slow": 2.0, "fast": 0.5})
+    )
+    assert order[0].backend.name == "fast"  # 8 slow slots do not make one job faster
+
+
+def test_backlog_on_the_fast_backend_sends_work_to_the_slower_idle_one() -> None:
+    caps = {"slow": 1, "fast": 1}
+    fleet = view(caps, {"slow": 1.0, "fast": 0.5})
+    now = time.time()
+    fleet.states["fast"].slots = [Slot(work=7.86, started=now), Slot(work=7.86, started=now)]
+    order = make_policy("least_loaded", random.Random(1)).order(candidates(caps), fleet)
+    assert order[0].backend.name == "slow"
+
+
+def test_load_model_formula() -> None:
+    # Idle: a job's own service time. Busy: the backlog shared by the parallel slots.
+    assert expected_completion(10, seconds_per_unit=0.5, parallelism=4, backlog=0) == 5
+    assert expected_completion(10, seconds_per_unit=0.5, parallelism=1, backlog=30) == 20
+    assert (
+        expected_completion(10, seconds_per_unit=1, parallelism=1, backlog=0, reported_wait=3) == 13
+    )
+    now = 1000.0
+    slots = [Slot(10, now - 4), Slot(10, now - 1), Slot(10, now)]
+    # Two in service (4 s and 1 s done at 1 s/unit), one waiting.
+    assert remaining_work(slots, 1.0, 2, now) == pytest.approx(6 + 9 + 10)
+
+
+def test_unknown_speed_borrows_the_fleet_median() -> None:
+    fleet = view({"a": 1, "b": 1, "new": 1}, {"a": 0.2, "b": 0.4})
+    assert fleet.seconds_per_unit("new") == pytest.approx(0.3)
+    assert FleetView({"only": 1}, speed_prior=0.7).seconds_per_unit("only") == 0.7
 
 
 def test_ties_are_broken_fairly_not_always_first() -> None:
-    cands = candidates({"a": 4, "b": 4, "c": 4})
-    view = FleetView(["a", "b", "c"])
+    caps = {"a": 4, "b": 4, "c": 4}
+    cands, fleet = candidates(caps), view(caps)
     policy = make_policy("least_loaded", random.Random(7))
-    firsts = Counter(policy.order(cands, view)[0].backend.name for _ in range(3000))
+    firsts = Counter(policy.order(cands, fleet)[0].backend.name for _ in range(3000))
     assert set(firsts) == {"a", "b", "c"}
     assert min(firsts.values()) > 800
 
 
+def test_p2c_picks_the_better_of_two() -> None:
+    caps = {"a": 1, "b": 1}
+    fleet = view(caps, {"a": 0.1, "b": 1.0})
+    policy = make_policy("p2c", random.Random(5))
+    assert all(policy.order(candidates(caps), fleet)[0].backend.name == "a" for _ in range(50))
+
+
 def test_round_robin_rotates() -> None:
-    cands = candidates({"a": 1, "b": 1, "c": 1})
+    caps = {"a": 1, "b": 1, "c": 1}
+    cands, fleet = candidates(caps), view(caps)
     policy = make_policy("round_robin")
-    view = FleetView(["a", "b", "c"])
-    assert [policy.order(cands, view)[0].backend.name for _ in range(6)] == ["a", "b", "c"] * 2
+    assert [policy.order(cands, fleet)[0].backend.name for _ in range(6)] == ["a", "b", "c"] * 2
 
 
 def test_weighted_random_follows_weights() -> None:
-    cands = candidates({"a": 1, "b": 1}, {"a": 3, "b": 1})
+    caps = {"a": 1, "b": 1}
+    cands, fleet = candidates(caps, {"a": 3, "b": 1}), view(caps)
     policy = make_policy("weighted_random", random.Random(3))
-    firsts = Counter(
-        policy.order(cands, FleetView(["a", "b"]))[0].backend.name for _ in range(4000)
-    )
+    firsts = Counter(policy.order(cands, fleet)[0].backend.name for _ in range(4000))
     assert 2.5 < firsts["a"] / firsts["b"] < 3.5
 
 
 def test_priority_fills_in_config_order() -> None:
-    cands = candidates({"first": 1, "second": 1})
-    order = make_policy("priority").order(list(reversed(cands)), FleetView(["first", "second"]))
+    caps = {"first": 1, "second": 1}
+    cands, fleet = candidates(caps), view(caps)
+    order = make_policy("priority").order(list(reversed(cands)), fleet)
     assert [c.backend.name for c in order] == ["first", "second"]

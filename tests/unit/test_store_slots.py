@@ -31,9 +31,32 @@ SCRIPT_KEYS = {
     "SNAPSHOT": [
         *(keys.reservations(b) for b in ("a", "b")),
         *(keys.health(b) for b in ("a", "b")),
+        keys.speeds(),
+    ],
+    "RENEW": [keys.reservations(b) for b in ("a", "b")],
+    "QUEUE_PUSH": [keys.queue(), keys.queue_tenants(), keys.queue_clock()],
+    "QUEUE_POP": [keys.queue(), keys.queue_clock()],
+    "DELETE_JOB": [
+        keys.job(IDEM_JOB),
+        keys.idempotency(IDEM_SHARD, "acme", "d"),
+        keys.polls(IDEM_SHARD),
     ],
     "RECORD_FAILURE": [keys.health(b) for b in ("a", "a", "b")],
 }
+
+
+def test_every_multi_key_script_is_checked_here() -> None:
+    import re
+
+    from gateway.store import scripts
+
+    sources = {
+        n: getattr(scripts, n) for n in dir(scripts) if n.isupper() and not n.startswith("_")
+    }
+    multi_key = {
+        n for n, src in sources.items() if re.search(r"KEYS\[[2-9]|ipairs\(KEYS\)|#KEYS", src)
+    }
+    assert multi_key <= set(SCRIPT_KEYS), multi_key - set(SCRIPT_KEYS)
 
 
 @pytest.mark.parametrize("script", sorted(SCRIPT_KEYS))
