@@ -16,6 +16,10 @@ $(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[test,lint]'
 	touch $@ $(VENV)/.installed-run
 
+$(VENV)/.installed-bench: pyproject.toml $(VENV)/.installed-dev
+	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[test,lint,bench]'
+	touch $@
+
 ## run: the demo: gateway on memory:// + simulated fleet + sample requests, keeps serving
 run: $(VENV)/.installed-run
 	$(BIN)/gateway demo
@@ -42,7 +46,7 @@ lint: $(VENV)/.installed-dev
 	$(BIN)/mypy
 
 ## bench: the benchmarks; results land in bench/results/
-bench: $(VENV)/.installed-dev redis-server
+bench: $(VENV)/.installed-bench redis-server
 	$(BIN)/python -m bench
 
 clean:
