@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from gateway.api import backends, generations, health, openapi, webhooks
+from gateway.api import backends, deliveries, generations, health, openapi, webhooks
 from gateway.config import Settings
 from gateway.context import METRICS, SERVICES, SETTINGS
 from gateway.middleware import make_middlewares
@@ -35,6 +35,7 @@ def create_app(settings: Settings, *, metrics: Metrics | None = None) -> web.App
     generations.add_routes(app)
     webhooks.add_routes(app)
     backends.add_routes(app)
+    deliveries.add_routes(app)
     health.add_routes(app)
     openapi.add_routes(app)
     return app

@@ -8,12 +8,14 @@ from collections.abc import Awaitable, Callable
 
 import structlog
 from aiohttp import web
+from redis.exceptions import RedisError
 
 from gateway.errors import (
     GatewayError,
     MethodNotAllowed,
     NotFound,
     PayloadTooLarge,
+    ServiceUnavailable,
 )
 from observability.logging import get_logger
 from observability.metrics import Metrics
@@ -58,6 +60,15 @@ def make_middlewares(metrics: Metrics) -> list[Callable[..., Awaitable[web.Strea
             return await handler(request)
         except GatewayError as exc:
             return error_response(exc)
+        except RedisError:
+            # The store is away (restarting, unreachable): nothing was decided; try again.
+            log.warning("store_unavailable", path=request.path)
+            return error_response(
+                ServiceUnavailable(
+                    "the gateway's store is unavailable; try again shortly",
+                    headers={"Retry-After": "1"},
+                )
+            )
         except web.HTTPRequestEntityTooLarge as exc:
             return error_response(
                 PayloadTooLarge(f"the body is larger than {exc.text or 'allowed'}")

@@ -21,6 +21,7 @@ from gateway.jobs.model import JobRecord, JobStatus
 from gateway.jobs.updater import JobUpdater
 from gateway.poller import Poller
 from gateway.queue_runner import QueueRunner
+from gateway.relay.dead_letters import DeadLetters
 from gateway.relay.guard import GuardedResolver, OutboundGuard
 from gateway.relay.sender import Sender
 from gateway.relay.signing import secret_key
@@ -28,6 +29,7 @@ from gateway.relay.worker import Relay
 from gateway.store import Store, open_store
 from gateway.store.events import JobEvents
 from gateway.store.fleet import FleetStore
+from gateway.store.health import StoreHealth
 from gateway.store.jobs import JobStore
 from gateway.store.queue import GatewayQueue
 from gateway.store.ratelimit import RateLimiter
@@ -66,6 +68,8 @@ class Services:
     relay: Relay
     sync: FleetSync
     held: HeldReservations
+    dead_letters: DeadLetters
+    store_health: StoreHealth
     background: Background
     provider_session: aiohttp.ClientSession
     outbound_session: aiohttp.ClientSession
@@ -239,6 +243,8 @@ async def build_services(settings: Settings, metrics: Metrics) -> Services:
             metrics=metrics,
         ),
         held=held,
+        dead_letters=DeadLetters(jobs),
+        store_health=StoreHealth(store),
         background=background,
         provider_session=provider_session,
         outbound_session=outbound_session,
@@ -250,6 +256,7 @@ async def start_background(services: Services) -> None:
     await services.schedules.ensure_groups()
     await services.sync.refresh()
     bg = services.background
+    bg.start("store-health", services.store_health.run)
     bg.start("events", services.events.run)
     bg.start("fleet-refresh", services.sync.refresh_loop)
     bg.start("lease-renewal", services.sync.renew_loop)

@@ -20,7 +20,7 @@ async def healthz(request: web.Request) -> web.Response:
 
 async def readyz(request: web.Request) -> web.Response:
     s = services(request)
-    store_ok = await s.store.ping()
+    store_ok = s.store_health.ok
     routable = [name for name in s.backends if s.view.routable(name)]
     ready = store_ok and bool(routable)
     return web.json_response(

@@ -9,7 +9,16 @@ from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
 from adapters.normalized import GenerationRequest
-from gateway.api.schemas import BackendList, BackendStatus, ErrorBody, Readiness, WebhookEvent
+from gateway.api.schemas import (
+    BackendList,
+    BackendStatus,
+    DeadLetterList,
+    ErrorBody,
+    Readiness,
+    ReplayRequest,
+    ReplayResult,
+    WebhookEvent,
+)
 from gateway.jobs.model import Job
 
 DOCUMENT = web.AppKey("openapi_document", bytes)
@@ -22,6 +31,9 @@ _MODELS: list[tuple[type[BaseModel], Any]] = [
     (BackendStatus, "serialization"),
     (Readiness, "serialization"),
     (WebhookEvent, "serialization"),
+    (DeadLetterList, "serialization"),
+    (ReplayRequest, "validation"),
+    (ReplayResult, "serialization"),
 ]
 
 
@@ -116,6 +128,43 @@ def build_document() -> dict[str, Any]:
                         "200": _json(BackendStatus, "undrained"),
                         **_errors(401, 403, 404),
                     },
+                }
+            },
+            "/v1/deliveries/dead": {
+                "get": {
+                    "summary": "Dead-lettered client webhooks (admin: any tenant; tenant: its own)",
+                    "security": bearer,
+                    "parameters": [
+                        {"name": "tenant", "in": "query", "schema": {"type": "string"}},
+                        {"name": "since", "in": "query", "schema": {"type": "string"}},
+                        {"name": "limit", "in": "query", "schema": {"type": "integer"}},
+                    ],
+                    "responses": {
+                        "200": _json(DeadLetterList, "dead letters"),
+                        **_errors(400, 401, 404),
+                    },
+                }
+            },
+            "/v1/deliveries/{id}/replay": {
+                "post": {
+                    "summary": "Deliver a dead-lettered webhook again (same id and body)",
+                    "security": bearer,
+                    "parameters": [job_id],
+                    "responses": {
+                        "202": _json(Job, "queued for delivery"),
+                        **_errors(401, 404, 409),
+                    },
+                }
+            },
+            "/v1/deliveries/replay": {
+                "post": {
+                    "summary": "Replay every dead-lettered webhook since a time",
+                    "security": bearer,
+                    "requestBody": {
+                        "required": True,
+                        "content": {"application/json": {"schema": _ref(ReplayRequest)}},
+                    },
+                    "responses": {"202": _json(ReplayResult, "how many"), **_errors(400, 401, 404)},
                 }
             },
             "/webhooks/{backend}/{track_id}": {

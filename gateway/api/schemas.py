@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict
 
-from gateway.jobs.model import Job
+from gateway.jobs.model import DeliveryAttempt, Job
 
 
 class ErrorObject(BaseModel):
@@ -66,3 +67,29 @@ class WebhookEvent(BaseModel):
 
     type: Literal["generation.succeeded", "generation.failed"]
     data: Job
+
+
+class DeadLetterView(BaseModel):
+    job_id: str
+    tenant: str
+    webhook_id: str
+    webhook_url: str | None
+    dead_at: datetime
+    attempts: list[DeliveryAttempt]
+
+
+class DeadLetterList(BaseModel):
+    dead_letters: list[DeadLetterView]
+
+
+class ReplayRequest(BaseModel):
+    """Replay every dead-lettered delivery since a time (for one tenant)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    since: datetime
+    tenant: str | None = None
+
+
+class ReplayResult(BaseModel):
+    replayed: int

@@ -135,6 +135,7 @@ class JobRecord(Job):
     backlog: float = 0.0  # work (units) ahead of this job on its backend when reserved
     deadline: float = 0.0  # epoch seconds after which an unfinished job fails
     delivery_state: DeliveryState = DeliveryState.NONE
+    delivery_base: int = 0  # attempts before the last replay; the schedule restarts there
     provider_error_body: str | None = None  # size-limited raw body of an unreadable webhook
 
     def public(self) -> Job:

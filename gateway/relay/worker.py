@@ -159,7 +159,7 @@ class Relay:
         if verdict in (Verdict.DISABLED, Verdict.REFUSED):
             return "dead", 0.0
         schedule = self._outbound.schedule
-        made = len(record.deliveries) + 1  # attempts made, this one included
+        made = len(record.deliveries) - record.delivery_base + 1  # this round, this one included
         if made >= len(schedule):
             return "dead", 0.0
         delay = schedule[made] * (1 + random.uniform(-self._outbound.jitter, self._outbound.jitter))

@@ -6,7 +6,7 @@ import time
 from dataclasses import dataclass
 from typing import Literal
 
-from gateway.ids import shard_of
+from gateway.ids import SHARDS, shard_of
 from gateway.jobs.model import JobRecord
 from gateway.store import keys
 from gateway.store.connect import Store
@@ -128,6 +128,28 @@ class JobStore:
             return None
         return Versioned(int(version), record)
 
+    async def redeliver(
+        self, current: Versioned, record: JobRecord, body: bytes
+    ) -> Versioned | None:
+        """Enqueue the job's webhook again (same id, same body) and take it off dead letters."""
+        saved = await self.save(current, record, delivery_body=body)
+        await self._store.redis.zrem(
+            keys.dead_letters(shard_of(record.id), record.tenant), record.id
+        )
+        return saved
+
+    async def dead_letters(self, tenant: str, since: float, limit: int) -> list[tuple[str, float]]:
+        """(job id, dead-lettered at) for a tenant, oldest first, across every shard."""
+        async with self._store.redis.pipeline(transaction=False) as pipe:
+            for shard in range(SHARDS):
+                pipe.zrangebyscore(
+                    keys.dead_letters(shard, tenant), int(since * 1000), "+inf",
+                    start=0, num=limit, withscores=True,
+                )  # fmt: skip
+            replies = await pipe.execute()
+        found = [(m.decode(), score / 1000) for reply in replies for m, score in reply]
+        return sorted(found, key=lambda item: item[1])[:limit]
+
     async def save_delivery(
         self,
         current: Versioned,
@@ -161,6 +183,7 @@ class JobStore:
                 record.id,
                 int(time.time() * 1000),
                 keys.DELIVERY_GROUP,
+                self._retention_ms,
             ],
         )
         if version == 0:

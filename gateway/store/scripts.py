@@ -46,7 +46,8 @@ return nv
 """
 
 # KEYS: job, deliveries, retries, dead letters. ARGV: expected_v, doc, ttl_ms, entry_id,
-# action ('done', 'retry', 'dead'), retry_due_ms, job_id, now_ms, group.
+# action ('done', 'retry', 'dead'), retry_due_ms, job_id, now_ms, group, retention_ms.
+# Dead letters older than the retention go as new ones arrive: the set never outgrows it.
 DELIVERY_CAS = """
 local v = redis.call('HGET', KEYS[1], 'v')
 if ARGV[4] ~= '' and (not v or v == ARGV[1]) then
@@ -62,6 +63,7 @@ if ARGV[5] == 'retry' then
   redis.call('ZADD', KEYS[3], ARGV[6], ARGV[7])
 elseif ARGV[5] == 'dead' then
   redis.call('ZADD', KEYS[4], ARGV[8], ARGV[7])
+  redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', tonumber(ARGV[8]) - tonumber(ARGV[10]))
 end
 return nv
 """
