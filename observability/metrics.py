@@ -85,6 +85,11 @@ class Metrics:
             ["tenant", "outcome"],
             registry=r,
         )
+        self.deliveries_reclaimed = Counter(
+            "gateway_webhook_deliveries_reclaimed_total",
+            "Deliveries taken over from a worker that read them and went silent.",
+            registry=r,
+        )
         self.delivery_duration = Histogram(
             "gateway_webhook_delivery_duration_seconds",
             "Time to POST a client webhook (one attempt).",

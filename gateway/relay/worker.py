@@ -51,7 +51,9 @@ class Relay:
         self._metrics = metrics
         self._background = background
         self._slots = asyncio.Semaphore(outbound.concurrency)
-        self._in_progress: set[str] = set()
+        # Keyed by (shard, entry id): entry ids are timestamps, so two shards' streams can
+        # hand out the same one.
+        self._in_progress: set[tuple[int, str]] = set()
 
     async def read_loop(self) -> None:
         await self._schedules.ensure_groups()
@@ -74,21 +76,23 @@ class Relay:
                 for entry in await self._schedules.reclaim_deliveries(
                     self._consumer, self._outbound.visibility_timeout, BATCH
                 ):
+                    self._metrics.deliveries_reclaimed.inc()
                     await self._start(entry)
             await asyncio.sleep(0.25)
 
     async def _start(self, entry: DeliveryEntry) -> None:
-        if entry[1] in self._in_progress:
+        key = (entry[0], entry[1])
+        if key in self._in_progress:
             return
         await self._slots.acquire()
-        self._in_progress.add(entry[1])
+        self._in_progress.add(key)
         self._background.spawn(self._deliver_one(entry), name=f"deliver-{entry[2]}")
 
     async def _deliver_one(self, entry: DeliveryEntry) -> None:
         try:
             await self.deliver(entry)
         finally:
-            self._in_progress.discard(entry[1])
+            self._in_progress.discard((entry[0], entry[1]))
             self._slots.release()
 
     async def deliver(self, entry: DeliveryEntry) -> None:

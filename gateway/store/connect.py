@@ -61,12 +61,11 @@ async def open_store(url: str) -> Store:
         socket_connect_timeout=2,
         socket_timeout=5,
         health_check_interval=15,
-    )
-    client = redis.Redis(
-        connection_pool=pool,
-        # Reconnect by itself when Redis restarts; every write is safe to retry
-        # (versioned compare-and-set, named reservation members).
+        # Ride out a Redis restart (~5 s of backoff) instead of failing the request; every
+        # write is safe to retry (versioned compare-and-set, named reservation members).
+        # Set on the pool: each connection takes its retry policy from there, not from
+        # the client.
         retry=Retry(ExponentialBackoff(cap=1.0, base=0.05), retries=8),
         retry_on_error=[RedisConnectionError, RedisTimeoutError, OSError],
     )
-    return Store(client, memory=False)
+    return Store(redis.Redis(connection_pool=pool), memory=False)

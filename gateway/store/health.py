@@ -14,9 +14,9 @@ from observability.logging import get_logger
 
 log = get_logger(__name__)
 
-INTERVAL = 0.5
-TIMEOUT = 1.0
-STALE_AFTER = 2.0
+INTERVAL = 0.25
+TIMEOUT = 0.75
+STALE_AFTER = 1.0  # a ping answers in a millisecond; a second without one is an outage
 
 
 class StoreHealth:
