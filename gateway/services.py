@@ -231,6 +231,7 @@ async def build_services(settings: Settings, metrics: Metrics) -> Services:
             },
             metrics=metrics,
             background=background,
+            retention=settings.jobs.retention,
         ),
         sync=FleetSync(
             settings=settings,

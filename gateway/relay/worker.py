@@ -27,6 +27,8 @@ from observability.metrics import Metrics
 log = get_logger(__name__)
 
 BATCH = 64
+TIDY_EVERY = 600.0  # seconds between trims of dead letters and departed consumers
+CONSUMER_IDLE = 86_400.0  # a consumer silent this long, holding nothing, is a gone instance
 
 
 class Relay:
@@ -41,8 +43,10 @@ class Relay:
         tenant_keys: Mapping[str, bytes],
         metrics: Metrics,
         background: Background,
+        retention: float,
     ) -> None:
         self._consumer = consumer
+        self._retention = retention
         self._outbound = outbound
         self._jobs = jobs
         self._schedules = schedules
@@ -67,9 +71,15 @@ class Relay:
                 await asyncio.sleep(0.05)
 
     async def maintenance_loop(self) -> None:
-        """Promote due retries; reclaim deliveries whose worker went silent."""
-        last_reclaim = 0.0
+        """Promote due retries; reclaim deliveries whose worker went silent; tidy up."""
+        last_reclaim = last_tidy = 0.0
         while True:
+            if time.monotonic() - last_tidy > min(TIDY_EVERY, self._retention / 2):
+                last_tidy = time.monotonic()
+                await self._schedules.trim_dead_letters(
+                    list(self._keys), time.time() - self._retention
+                )
+                await self._schedules.forget_idle_consumers(CONSUMER_IDLE)
             await self._schedules.promote_retries(time.time())
             if time.monotonic() - last_reclaim > self._outbound.visibility_timeout / 4:
                 last_reclaim = time.monotonic()

@@ -98,6 +98,32 @@ class Schedules:
             pipe.xdel(stream, entry_id)
             await pipe.execute()
 
+    async def forget_idle_consumers(self, idle: float) -> int:
+        """Drop consumers (instances long gone) that hold no deliveries, from every stream."""
+        removed = 0
+        for stream in self._streams:
+            try:
+                consumers = await self._store.redis.xinfo_consumers(stream, keys.DELIVERY_GROUP)
+            except ResponseError:
+                continue  # no group yet
+            for consumer in consumers:
+                if consumer["pending"] == 0 and consumer["idle"] > idle * 1000:
+                    await self._store.redis.xgroup_delconsumer(
+                        stream, keys.DELIVERY_GROUP, consumer["name"]
+                    )
+                    removed += 1
+        return removed
+
+    async def trim_dead_letters(self, tenants: list[str], older_than: float) -> None:
+        """Dead letters past the retention go even when no new ones arrive to trim them."""
+        async with self._store.redis.pipeline(transaction=False) as pipe:
+            for shard in range(SHARDS):
+                for tenant in tenants:
+                    pipe.zremrangebyscore(
+                        keys.dead_letters(shard, tenant), "-inf", int(older_than * 1000)
+                    )
+            await pipe.execute()
+
     async def enqueue_delivery(self, job_id: str) -> None:
         await self._store.redis.xadd(keys.deliveries(shard_of(job_id)), {"job": job_id})
 
