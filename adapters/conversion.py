@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from adapters.normalized import GenerationRequest
+
 
 @dataclass
 class Notes:
@@ -50,6 +52,29 @@ def _show(value: object) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     return str(value)
+
+
+def requested_size(
+    request: GenerationRequest, long_side: int, notes: Notes
+) -> tuple[int, int] | None:
+    """The pixel size the request asks for (None: it asked for none).
+
+    An aspect ratio becomes the size with `long_side`, both sides multiples of 8; when that
+    rounding moves the ratio, the warning says so.
+    """
+    if request.width is None and request.aspect_ratio is None:
+        return None
+    width, height = request.size(long_side)
+    if request.aspect_ratio is not None:
+        actual = width / height
+        if abs(actual - request.aspect_ratio.ratio) > 1e-9:
+            notes.changed(
+                "aspect_ratio",
+                request.aspect_ratio.value,
+                f"{width}x{height}",
+                f"sides are multiples of 8; ratio {actual:.3f}",
+            )
+    return width, height
 
 
 def fit_within(width: int, height: int, limit: int, multiple: int = 8) -> tuple[int, int]:

@@ -38,9 +38,30 @@ async def call_json(
 ) -> tuple[int, Any]:
     """Send a request and decode a JSON answer; raise `ProviderError`s for everything else.
 
-    `secrets` are scrubbed from any text that ends up in an error message.
+    `secrets` are scrubbed from every error message raised from here.
     `accept_statuses` are non-2xx statuses the caller wants to interpret itself.
     """
+    try:
+        return await _call_json(
+            session, method, url, timeout, json, data, headers, accept_statuses, secrets
+        )
+    except ProviderError as exc:
+        exc.message = scrub_text(exc.message, secrets)
+        exc.args = (exc.message,)
+        raise
+
+
+async def _call_json(
+    session: aiohttp.ClientSession,
+    method: str,
+    url: str,
+    timeout: float,
+    json: Any,
+    data: Any,
+    headers: Mapping[str, str] | None,
+    accept_statuses: Iterable[int],
+    secrets: Iterable[str],
+) -> tuple[int, Any]:
     body = orjson.dumps(json) if json is not None else data
     send_headers = {"Content-Type": "application/json"} if json is not None else {}
     send_headers.update(headers or {})

@@ -28,7 +28,6 @@ from adapters.errors import (
 )
 from adapters.http import call_json
 from adapters.normalized import GenerationRequest
-from observability.redaction import scrub_text
 
 
 class AstriaAdapter:
@@ -107,17 +106,13 @@ class AstriaAdapter:
         json: Any = None,
         data: Any = None,
     ) -> tuple[int, Any]:
-        try:
-            return await call_json(
-                session,
-                method,
-                f"{self._base}/{path}",
-                json=json,
-                data=data,
-                headers={"Authorization": f"Bearer {self._key}"},
-                timeout=timeout,
-                secrets=(self._key,),
-            )
-        except ProviderError as exc:
-            exc.message = scrub_text(exc.message, (self._key,))
-            raise
+        return await call_json(
+            session,
+            method,
+            f"{self._base}/{path}",
+            json=json,
+            data=data,
+            headers={"Authorization": f"Bearer {self._key}"},
+            timeout=timeout,
+            secrets=(self._key,),
+        )

@@ -21,13 +21,11 @@ from adapters.bodia import answers
 from adapters.bodia.convert import BodiaOptions, endpoint_for, finetune_of, plan
 from adapters.errors import (
     ProviderBadAnswer,
-    ProviderError,
     ProviderMisconfigured,
     ProviderRejected,
 )
 from adapters.http import call_json
 from adapters.normalized import GenerationRequest
-from observability.redaction import scrub_text
 
 # How far into a listing the probe looks for its opening bracket.
 _PROBE_PEEK = 4096
@@ -128,20 +126,16 @@ class BodiaAdapter:
         *,
         json: Any = None,
     ) -> tuple[int, Any]:
-        try:
-            status, data = await call_json(
-                session,
-                method,
-                f"{self._base}/{path}",
-                json=json,
-                timeout=timeout,
-                headers=self._headers,
-                secrets=(self._key,),
-                accept_statuses=(404,),
-            )
-        except ProviderError as exc:
-            exc.message = scrub_text(exc.message, (self._key,))
-            raise
+        status, data = await call_json(
+            session,
+            method,
+            f"{self._base}/{path}",
+            json=json,
+            timeout=timeout,
+            headers=self._headers,
+            secrets=(self._key,),
+            accept_statuses=(404,),
+        )
         return status, data
 
 

@@ -24,7 +24,6 @@ from adapters.comfyui.convert import ComfyOptions, plan
 from adapters.errors import ProviderBadAnswer, ProviderError
 from adapters.http import call_json
 from adapters.normalized import GenerationRequest
-from observability.redaction import scrub_text
 
 CLIENT_PREFIX = "imagegen-gateway"
 
@@ -125,21 +124,17 @@ class ComfyAdapter:
         data: Any = None,
         accept: tuple[int, ...] = (),
     ) -> tuple[int, Any]:
-        try:
-            return await call_json(
-                session,
-                method,
-                f"{self._base}/{path}",
-                json=json,
-                data=data,
-                timeout=timeout,
-                headers=self._headers,
-                secrets=(self._key,),
-                accept_statuses=accept,
-            )
-        except ProviderError as exc:
-            exc.message = scrub_text(exc.message, (self._key,))
-            raise
+        return await call_json(
+            session,
+            method,
+            f"{self._base}/{path}",
+            json=json,
+            data=data,
+            timeout=timeout,
+            headers=self._headers,
+            secrets=(self._key,),
+            accept_statuses=accept,
+        )
 
 
 def _device(stats: Any) -> str:

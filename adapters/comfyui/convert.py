@@ -9,7 +9,7 @@ from pydantic import Field
 from adapters.base import CommonOptions, Plan, Seconds, Submission, Target
 from adapters.comfyui import tables
 from adapters.comfyui.graph import ControlSpec, GraphSpec, build_graph
-from adapters.conversion import Notes, work_units
+from adapters.conversion import Notes, requested_size, work_units
 from adapters.errors import Unsupported
 from adapters.normalized import ControlNetType, GenerationRequest, Scheduler
 
@@ -145,19 +145,10 @@ def _control(
 
 def _size(request: GenerationRequest, options: ComfyOptions, notes: Notes) -> tuple[int, int, bool]:
     """Width, height, and whether the request asked for them (else the defaults apply)."""
-    if request.width is None and request.aspect_ratio is None:
+    size = requested_size(request, options.long_side, notes)
+    if size is None:
         return options.default_width, options.default_height, False
-    width, height = request.size(options.long_side)
-    if request.aspect_ratio is not None:
-        actual = width / height
-        if abs(actual - request.aspect_ratio.ratio) > 1e-9:
-            notes.changed(
-                "aspect_ratio",
-                request.aspect_ratio.value,
-                f"{width}x{height}",
-                f"sides are multiples of 8; ratio {actual:.3f}",
-            )
-    return width, height, True
+    return size[0], size[1], True
 
 
 def _sampler(

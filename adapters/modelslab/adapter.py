@@ -23,7 +23,6 @@ from adapters.http import call_json
 from adapters.modelslab import answers
 from adapters.modelslab.convert import ModelsLabOptions, plan
 from adapters.normalized import GenerationRequest
-from observability.redaction import scrub_text
 
 
 class ModelsLabAdapter:
@@ -109,15 +108,11 @@ class ModelsLabAdapter:
     async def _call(
         self, session: aiohttp.ClientSession, path: str, body: dict[str, Any], timeout: float
     ) -> tuple[int, Any]:
-        try:
-            return await call_json(
-                session,
-                "POST",
-                f"{self._base}/{path}",
-                json=body,
-                timeout=timeout,
-                secrets=(self._key,),
-            )
-        except ProviderError as exc:
-            exc.message = scrub_text(exc.message, (self._key,))
-            raise
+        return await call_json(
+            session,
+            "POST",
+            f"{self._base}/{path}",
+            json=body,
+            timeout=timeout,
+            secrets=(self._key,),
+        )

@@ -7,7 +7,7 @@ from typing import Any, Literal
 from pydantic import Field
 
 from adapters.base import CommonOptions, Plan, Submission, Target
-from adapters.conversion import Notes, fit_within, work_units
+from adapters.conversion import Notes, fit_within, requested_size, work_units
 from adapters.errors import Unsupported
 from adapters.modelslab import tables
 from adapters.normalized import GenerationRequest
@@ -96,18 +96,10 @@ def _chunks(total: int) -> list[int]:
 def _size(
     request: GenerationRequest, options: ModelsLabOptions, notes: Notes, body: dict[str, Any]
 ) -> tuple[int, int]:
-    if request.width is None and request.aspect_ratio is None:
+    size = requested_size(request, options.long_side, notes)
+    if size is None:
         return DEFAULT_SIDE, DEFAULT_SIDE
-    width, height = request.size(options.long_side)
-    if request.aspect_ratio is not None:
-        actual = width / height
-        if abs(actual - request.aspect_ratio.ratio) > 1e-9:
-            notes.changed(
-                "aspect_ratio",
-                request.aspect_ratio.value,
-                f"{width}x{height}",
-                f"sides are multiples of 8; ratio {actual:.3f}",
-            )
+    width, height = size
     if max(width, height) > tables.MAX_SIDE:
         fit_w, fit_h = fit_within(width, height, tables.MAX_SIDE)
         notes.changed(
