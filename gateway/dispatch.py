@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 import aiohttp
+import structlog
 
 from adapters.base import Callback, ProviderResult, ResultMode, ResultState, Submission
 from adapters.errors import ProviderError, ProviderMaybeAccepted
@@ -98,7 +99,8 @@ class Dispatcher:
             return Dispatched(saved, placed=True)
         self.budget.active += 1
         try:
-            return await self._attempts(record, eligible)
+            with structlog.contextvars.bound_contextvars(job_id=record.id, tenant=record.tenant):
+                return await self._attempts(record, eligible)
         finally:
             self.budget.active -= 1
 
@@ -137,6 +139,9 @@ class Dispatcher:
                 left -= 1
                 stopped = "max_attempts reached"
                 backend = reservation.backend
+                structlog.contextvars.bind_contextvars(
+                    backend=backend, track_id=ids.track_id(record.id, next_track)
+                )
                 tried.add(backend)
                 try:
                     submitted = await self._submit_all(record, reservation, next_track)

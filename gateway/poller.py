@@ -11,6 +11,7 @@ import time
 from collections.abc import Mapping
 
 import aiohttp
+import structlog
 
 from adapters.base import ProviderResult, ResultState
 from adapters.errors import ProviderBadAnswer, ProviderError
@@ -81,6 +82,8 @@ class Poller:
             self._running -= 1
 
     async def check(self, job_id: str) -> None:
+        # Each check runs in a task of its own, so what is bound here stays with this job.
+        structlog.contextvars.bind_contextvars(job_id=job_id)
         current = await self._jobs.get(job_id)
         if current is None or current.record.status.final:
             await self._schedules.unschedule_poll(job_id)
@@ -93,6 +96,9 @@ class Poller:
             await self._queued(current)
             return
         backend = self._backends.get(record.backend or "")
+        structlog.contextvars.bind_contextvars(
+            tenant=record.tenant, backend=record.backend, track_id=record.track_id
+        )
         if backend is None:
             await self._updater.update(
                 job_id,

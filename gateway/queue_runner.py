@@ -11,6 +11,8 @@ import asyncio
 import contextlib
 from collections.abc import Mapping
 
+import structlog
+
 from gateway.dispatch import Dispatcher
 from gateway.jobs.model import JobStatus
 from gateway.store.jobs import JobStore
@@ -85,7 +87,8 @@ class QueueRunner:
         if current is None or current.record.status is not JobStatus.QUEUED:
             return True
         try:
-            dispatched = await self._dispatcher.dispatch(current)
+            with structlog.contextvars.bound_contextvars(job_id=job_id):
+                dispatched = await self._dispatcher.dispatch(current)
         except Exception:
             log.exception("queued_dispatch_failed", job_id=job_id)
             return False

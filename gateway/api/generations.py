@@ -6,6 +6,7 @@ import hashlib
 import time
 
 import orjson
+import structlog
 from aiohttp import web
 
 from adapters.normalized import GenerationRequest
@@ -50,6 +51,7 @@ def job_response(
 async def submit(request: web.Request) -> web.Response:
     s = services(request)
     tenant = s.directory.tenant(request)
+    structlog.contextvars.bind_contextvars(tenant=tenant.name)
     body = await read_model(
         request, GenerationRequest, context={"allow_http": s.settings.outbound.allow_http}
     )
@@ -96,6 +98,7 @@ async def submit(request: web.Request) -> web.Response:
         ),
         deadline=time.time() + s.settings.jobs.result_timeout,
     )
+    structlog.contextvars.bind_contextvars(job_id=record.id)
     existing = await s.jobs.create(
         record,
         poll_due=time.time() + s.settings.jobs.dispatch_timeout,
@@ -168,6 +171,7 @@ async def _owned(request: web.Request) -> Versioned:
     s = services(request)
     tenant = s.directory.tenant(request)
     job_id = request.match_info["id"]
+    structlog.contextvars.bind_contextvars(tenant=tenant.name, job_id=job_id)
     current = await s.jobs.get(job_id) if ids.is_job_id(job_id) else None
     if current is None or current.record.tenant != tenant.name:
         raise NotFound(f"no job {job_id}")

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import structlog
 from aiohttp import web
 
+from gateway import ids
 from gateway.context import services
 from gateway.errors import NotFound, Unauthorized
 from gateway.inbound import Received
@@ -16,6 +18,11 @@ def add_routes(app: web.Application) -> None:
 
 
 async def receive(request: web.Request) -> web.Response:
+    track = request.match_info["track_id"]
+    parsed = ids.parse_track_id(track)
+    structlog.contextvars.bind_contextvars(
+        backend=request.match_info["backend"], track_id=track, job_id=parsed[0] if parsed else None
+    )
     body = await request.content.read(MAX_CALLBACK_BYTES)
     outcome = await services(request).inbound.receive(
         request.match_info["backend"],

@@ -14,6 +14,8 @@ import random
 import time
 from collections.abc import Mapping
 
+import structlog
+
 from gateway.background import Background
 from gateway.config import Outbound
 from gateway.jobs.model import DeliveryAttempt, DeliveryState, JobRecord
@@ -107,6 +109,7 @@ class Relay:
 
     async def deliver(self, entry: DeliveryEntry) -> None:
         job_id = entry[2]
+        structlog.contextvars.bind_contextvars(job_id=job_id)  # a task of its own
         current = await self._jobs.get(job_id)
         body = await self._jobs.delivery_body(job_id)
         record = current.record if current is not None else None

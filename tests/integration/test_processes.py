@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -10,7 +11,16 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from tests.helpers import AUTH, Receiver, backend, eventually, free_port
+from tests.helpers import (
+    ADMIN_KEY,
+    AUTH,
+    SECRET,
+    TENANT_KEY,
+    Receiver,
+    backend,
+    eventually,
+    free_port,
+)
 from tests.processes import ProcessGroup, gateway_config, wait_ready
 
 pytestmark = pytest.mark.integration
@@ -48,16 +58,35 @@ async def test_callback_to_instance_b_finishes_job_submitted_to_a(
             done = await resp.json()
         assert done["status"] == "succeeded", done
         assert len(done["images"]) == 1
-        async with http.get(f"{b}/metrics") as resp:
-            metrics_b = await resp.text()
-    # The provider called B back (A's public_url points there).
-    assert 'gateway_provider_webhooks_total{backend="ml-1",outcome="applied"}' in metrics_b or (
-        'gateway_provider_webhooks_total{backend="ml-2",outcome="applied"}' in metrics_b
-    )
+
+        async def b_applied_it() -> bool:
+            # The provider called B back (A's public_url points there); B counts it just
+            # after the atomic update that already woke A's long-poll.
+            async with http.get(f"{b}/metrics") as resp:
+                metrics_b = await resp.text()
+            return (
+                'gateway_provider_webhooks_total{backend="'
+                + done["backend"]
+                + '",outcome="applied"} 1.0'
+                in metrics_b
+            )
+
+        await eventually(b_applied_it, timeout=2)
     await eventually(lambda: len(recv.deliveries) == 1, timeout=10)
     await asyncio.sleep(1.0)  # nothing more arrives
     assert recv.jobs() == [job["id"]]  # exactly one delivery, signature verified by the library
     assert recv.deliveries[0]["payload"]["data"]["status"] == "succeeded"
+
+    # Logs: JSON lines with the ids bound at the edges, and never a secret.
+    logs = procs.log("gateway-a") + procs.log("gateway-b")
+    for secret in ("sim-key", TENANT_KEY, SECRET, ADMIN_KEY):
+        assert secret not in logs
+    events = [json.loads(line) for line in logs.splitlines() if line.startswith("{")]
+    dispatched = next(e for e in events if e["event"] == "job_dispatched")
+    for field in ("request_id", "tenant", "job_id", "track_id", "backend"):
+        assert dispatched.get(field), (field, dispatched)
+    delivered = next(e for e in events if e["event"] == "webhook_delivery")
+    assert delivered["job_id"] == job["id"]
 
 
 async def test_killed_simulator_gets_no_new_jobs_and_no_job_is_left_unfinished(

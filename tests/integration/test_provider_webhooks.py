@@ -118,8 +118,13 @@ async def test_callback_at_another_instance_completes_the_job(
     job = await _submit(a, hook)
     done = await (await a.get(f"/v1/generations/{job['id']}?wait=10", headers=AUTH)).json()
     assert done["status"] == "succeeded"
-    metrics_b = await (await b.get("/metrics")).text()
-    assert 'gateway_provider_webhooks_total{backend="ml-1",outcome="applied"} 1.0' in metrics_b
+
+    async def b_applied_it() -> bool:
+        # B counts the callback just after its atomic update, which already woke A's poll.
+        metrics_b = await (await b.get("/metrics")).text()
+        return 'gateway_provider_webhooks_total{backend="ml-1",outcome="applied"} 1.0' in metrics_b
+
+    await eventually(b_applied_it, timeout=2)
     await eventually(lambda: recv.jobs() == [job["id"]])
 
 
