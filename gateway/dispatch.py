@@ -30,6 +30,7 @@ from observability.logging import get_logger
 from observability.metrics import Metrics
 from routing.backends import Backend
 from routing.eligibility import Eligibility, Eligible
+from routing.load import expected_completion
 from routing.router import AllFull, NoRoutableBackend, Reservation, RetryBudget, Router
 
 log = get_logger(__name__)
@@ -242,11 +243,16 @@ class Dispatcher:
         await self._router.report_success(backend.name)
         head = submitted[0].result
         if head.eta is not None:
-            self._router.view.note_reported_wait(
-                backend.name,
-                head.eta
-                - self._router.view.seconds_per_unit(backend.name) * candidate.work_per_slot,
+            # The provider's eta covers our own work queued there too; only the rest is
+            # others' work the ledger cannot see.
+            view = self._router.view
+            own = expected_completion(
+                candidate.work_per_slot,
+                seconds_per_unit=view.seconds_per_unit(backend.name),
+                parallelism=view.parallelism[backend.name],
+                backlog=reservation.backlog,
             )
+            view.note_reported_wait(backend.name, head.eta - own)
         attempts.append(
             Attempt(
                 backend=backend.name,

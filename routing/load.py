@@ -19,12 +19,31 @@ from dataclasses import dataclass
 REFERENCE_WORK = 512 * 512 * 30 / 1_000_000  # one 512x512 image at 30 steps, in units
 
 
+MAX_OVERSHOOT = 4.0  # as routing.load.ewma bounds one observation
+
+
 @dataclass(frozen=True)
 class Slot:
-    """One reservation on a backend: its work (units) and when it started (epoch s)."""
+    """One reservation on a backend: its work (units), when it started and was expected to
+    end (epoch s), and its track id (so the reserving instance can drop it on release)."""
 
     work: float
     started: float
+    expected_end: float = 0.0  # 0: unknown
+    track: str = ""
+
+
+def overshoot(slots: Iterable[Slot], now: float) -> float:
+    """How far running jobs are past their expected end: >1 means the backend slowed down.
+
+    Completions teach speed only once slow jobs finish; a job running past its estimate
+    says so while it runs.
+    """
+    worst = 1.0
+    for slot in slots:
+        if now > slot.expected_end > slot.started:
+            worst = max(worst, (now - slot.started) / (slot.expected_end - slot.started))
+    return min(worst, MAX_OVERSHOOT)
 
 
 def remaining_work(

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
 from adapters.errors import ProviderError
 from routing.backends import Candidate
+from routing.load import Slot
 from routing.policies import Policy
 from routing.view import FleetView
 
@@ -37,9 +37,14 @@ class Ledger(Protocol):
     async def learn_speed(self, backend: str, seconds_per_unit: float) -> float: ...
 
 
-def member(track: str, work: float, started: float) -> str:
-    """A reservation member carries its work and start, so load can be read back from it."""
-    return f"{track}~{work:.6g}~{int(started * 1000)}"
+def member(track: str, work: float, started: float, expected_end: float) -> str:
+    """A reservation member carries its work, start and expected end, so every instance can
+    read the load (and a slowdown) back from the shared ledger."""
+    return f"{track}~{work:.6g}~{int(started * 1000)}~{int(expected_end * 1000)}"
+
+
+def track_of(member_name: str) -> str:
+    return member_name.split("~", 1)[0]
 
 
 @dataclass(frozen=True)
@@ -97,24 +102,29 @@ class Router:
         if not pool:
             raise NoRoutableBackend
         ordered = self.policy.order(pool, self.view)
-        now = time.time()
-        offers = [
-            (
-                c.backend.name,
-                c.backend.max_concurrency,
-                [member(t, c.work_per_slot, now) for t in tracks[: c.need]],
-            )
-            for c in ordered
-        ]
-        backlogs = {c.backend.name: self.view.backlog(c.backend.name) for c in ordered}
+        now = self.view.now()  # the store's clock: every instance reads these slots
+        offers, backlogs = [], {}
+        for c in ordered:
+            name = c.backend.name
+            backlogs[name] = self.view.backlog(name)
+            ends = now + self.view.expected_completion(name, c.work_per_slot)
+            members = [member(t, c.work_per_slot, now, ends) for t in tracks[: c.need]]
+            offers.append((name, c.backend.max_concurrency, members))
         chosen, seen = await self._ledger.reserve(offers, self._lease)
         self.view.note_in_flight(seen)
         if chosen is None:
             raise AllFull
         index = next(i for i, c in enumerate(ordered) if c.backend.name == chosen)
-        return Reservation(ordered[index], tuple(offers[index][2]), backlogs[chosen])
+        candidate, members = ordered[index], offers[index][2]
+        ends = now + self.view.expected_completion(chosen, candidate.work_per_slot)
+        self.view.add_slots(
+            chosen,
+            [Slot(candidate.work_per_slot, now, ends, track_of(m)) for m in members],
+        )
+        return Reservation(candidate, tuple(members), backlogs[chosen])
 
     async def release(self, backend: str, members: Sequence[str]) -> None:
+        self.view.drop_slots(backend, {track_of(m) for m in members})
         await self._ledger.release(backend, members)
 
     async def report_failure(self, backend: str, error: ProviderError) -> float | None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
-from routing.load import Slot, expected_completion, median, remaining_work
+from routing.load import Slot, expected_completion, median, overshoot, remaining_work
 
 
 @dataclass
@@ -51,12 +51,26 @@ class FleetView:
             self.states[name].in_flight = count
 
     def seconds_per_unit(self, name: str) -> float:
-        """Learned speed, else the fleet's median (a new GPU is probably like the others)."""
-        learned = self.states[name].seconds_per_unit
-        if learned is not None:
-            return learned
-        known = [s.seconds_per_unit for s in self.states.values() if s.seconds_per_unit]
-        return median(known) or self.speed_prior
+        """Learned speed (else the fleet's median: a new GPU is probably like the others),
+        slowed by how far its running jobs are past their expected end."""
+        state = self.states[name]
+        learned = state.seconds_per_unit
+        if learned is None:
+            known = [s.seconds_per_unit for s in self.states.values() if s.seconds_per_unit]
+            learned = median(known) or self.speed_prior
+        return learned * overshoot(state.slots, self.now())
+
+    def add_slots(self, name: str, slots: list[Slot]) -> None:
+        """This instance's own reservation, seen at once rather than at the next refresh."""
+        state = self.states[name]
+        state.slots = [*state.slots, *slots]
+        state.in_flight = max(state.in_flight, len(state.slots))
+
+    def drop_slots(self, name: str, tracks: set[str]) -> None:
+        state = self.states[name]
+        kept = [s for s in state.slots if s.track not in tracks]
+        state.in_flight = max(0, state.in_flight - (len(state.slots) - len(kept)))
+        state.slots = kept
 
     def backlog(self, name: str) -> float:
         """Work (units) still to do there from what the gateway reserved."""

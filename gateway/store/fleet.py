@@ -9,16 +9,25 @@ from gateway.store import keys
 from gateway.store.connect import Store
 from routing.load import Slot
 
+# Slowdowns show first through jobs running past their expected end (routing.load
+# .overshoot); the average itself can stay steady (the benchmark measured 0.2 recovering
+# faster with that signal than 0.5: bench/results/routing.json, experiments).
 SPEED_ALPHA = 0.2
 
 
 def parse_member(raw: bytes | str) -> Slot | None:
+    """A member written by routing.router.member: track~work~started_ms~expected_end_ms."""
     text = raw.decode() if isinstance(raw, bytes) else raw
-    parts = text.rsplit("~", 2)
-    if len(parts) != 3:
+    parts = text.split("~")
+    if len(parts) != 4:
         return None
     try:
-        return Slot(work=float(parts[1]), started=int(parts[2]) / 1000)
+        return Slot(
+            work=float(parts[1]),
+            started=int(parts[2]) / 1000,
+            expected_end=int(parts[3]) / 1000,
+            track=parts[0],
+        )
     except ValueError:
         return None
 
