@@ -11,6 +11,7 @@ from bench.fleet import Arrival, BackendSpec, JobSpec, capacity, mean_work
 from bench.modelrouting import SimLedger, run_sync
 from bench.placers import placer_factory, run_model
 from bench.stats import percentile, recovery, windows
+from gateway.store.fleet import SPEED_ALPHA
 from routing.load import REFERENCE_WORK, ewma
 
 FAST = BackendSpec("fast", 1.0, 1, 2)
@@ -99,7 +100,7 @@ def test_a_dead_backend_fails_its_jobs_at_their_deadline_and_loses_none() -> Non
 def test_ledger_learning_is_the_stores_ewma() -> None:
     ledger = SimLedger(lambda: 0.0, ["b"])
     assert run_sync(ledger.learn_speed("b", 1.0)) == 1.0
-    assert run_sync(ledger.learn_speed("b", 100.0)) == ewma(1.0, 100.0, 0.2)
+    assert run_sync(ledger.learn_speed("b", 100.0)) == ewma(1.0, 100.0, SPEED_ALPHA)
 
 
 def test_run_sync_refuses_a_coroutine_that_waits() -> None:
