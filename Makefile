@@ -39,8 +39,8 @@ redis-server:
 test: $(VENV)/.installed-dev redis-server
 	$(BIN)/pytest
 
-## lint: ruff (lint + format check) and mypy --strict
-lint: $(VENV)/.installed-dev
+## lint: ruff (lint + format check) and mypy --strict (bench/ included, so its extra too)
+lint: $(VENV)/.installed-bench
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
