@@ -37,6 +37,19 @@ class Notes:
             self.changed(name, value, clamped, f"{self.provider} allows {_show(low)}–{_show(high)}")
         return clamped
 
+    def drop_unsupported(
+        self, request: GenerationRequest, enhancements: Sequence[str], *, style: bool = True
+    ) -> None:
+        """Warn about the enhancements (and style, colour grading) this provider lacks."""
+        if request.enhance is not None:
+            for flag in enhancements:
+                if getattr(request.enhance, flag):
+                    self.dropped(f"enhance.{flag}", True)
+        if style and request.style is not None:
+            self.dropped("style", request.style.value)
+        if style and request.color_grading is not None:
+            self.dropped("color_grading", request.color_grading.value)
+
     def nearest(self, name: str, value: int, allowed: Sequence[int]) -> int:
         """Snap to the nearest allowed value (ties go up)."""
         best = min(allowed, key=lambda a: (abs(a - value), -a))
@@ -83,6 +96,12 @@ def fit_within(width: int, height: int, limit: int, multiple: int = 8) -> tuple[
     fit_w = max(multiple, int(width * scale) // multiple * multiple)
     fit_h = max(multiple, int(height * scale) // multiple * multiple)
     return fit_w, fit_h
+
+
+def split(total: int, most: int) -> list[int]:
+    """`total` images in submissions of at most `most` each: 8 by 4 is [4, 4], 6 is [4, 2]."""
+    full, rest = divmod(total, most)
+    return [most] * full + ([rest] if rest else [])
 
 
 def work_units(width: int, height: int, steps: int, images: int) -> float:

@@ -9,7 +9,7 @@ from pydantic import Field
 
 from adapters.base import CommonOptions, Plan, Seconds, Submission, Target
 from adapters.bodia import tables
-from adapters.conversion import Notes
+from adapters.conversion import Notes, split
 from adapters.errors import Unsupported
 from adapters.normalized import AspectRatio, GenerationRequest
 
@@ -72,7 +72,7 @@ def plan(request: GenerationRequest, target: Target, options: BodiaOptions) -> P
     _dropped(request, notes)
 
     per_prompt = options.images_per_prompt
-    counts = _split(request.num_images, per_prompt)
+    counts = split(request.num_images, per_prompt)
     if len(counts) > 1:
         _note_split(notes, request.num_images, counts, per_prompt)
     submissions = []
@@ -131,21 +131,9 @@ def _aspect(request: GenerationRequest, notes: Notes, body: dict[str, Any]) -> N
 def _dropped(request: GenerationRequest, notes: Notes) -> None:
     if request.scheduler is not None:
         notes.dropped("scheduler", request.scheduler.value)
-    if request.enhance is not None:
-        for flag in tables.DROPPED_ENHANCE:
-            if getattr(request.enhance, flag):
-                notes.dropped(f"enhance.{flag}", True)
-    if request.style is not None:
-        notes.dropped("style", request.style.value)
-    if request.color_grading is not None:
-        notes.dropped("color_grading", request.color_grading.value)
+    notes.drop_unsupported(request, tables.DROPPED_ENHANCE)
     if request.safety_checker is not None:
         notes.dropped("safety_checker", request.safety_checker)
-
-
-def _split(total: int, per_prompt: int) -> list[int]:
-    full, rest = divmod(total, per_prompt)
-    return [per_prompt] * full + ([rest] if rest else [])
 
 
 def _note_split(notes: Notes, total: int, counts: list[int], per_prompt: int) -> None:

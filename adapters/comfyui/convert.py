@@ -9,7 +9,7 @@ from pydantic import Field
 from adapters.base import CommonOptions, Plan, Seconds, Submission, Target
 from adapters.comfyui import tables
 from adapters.comfyui.graph import ControlSpec, GraphSpec, build_graph
-from adapters.conversion import Notes, requested_size, work_units
+from adapters.conversion import Notes, requested_size, split, work_units
 from adapters.errors import Unsupported
 from adapters.normalized import ControlNetType, GenerationRequest, Scheduler
 
@@ -66,7 +66,7 @@ def plan(request: GenerationRequest, target: Target, options: ComfyOptions, seed
     choice = _sampler(request, options, notes)
     _unsupported(request, notes)
 
-    chunks = _chunks(request.num_images, options.max_batch)
+    chunks = split(request.num_images, options.max_batch)
     if len(chunks) > 1:
         notes.changed(
             "num_images",
@@ -182,20 +182,8 @@ def _lora_file(name: str, options: ComfyOptions) -> str:
     return f"{name}.safetensors"
 
 
-def _chunks(total: int, most: int) -> list[int]:
-    full, rest = divmod(total, most)
-    return [most] * full + ([rest] if rest else [])
-
-
 def _unsupported(request: GenerationRequest, notes: Notes) -> None:
-    if request.enhance is not None:
-        for flag in tables.UNSUPPORTED_ENHANCE:
-            if getattr(request.enhance, flag):
-                notes.dropped(f"enhance.{flag}", True)
-    if request.style is not None:
-        notes.dropped("style", request.style.value)
-    if request.color_grading is not None:
-        notes.dropped("color_grading", request.color_grading.value)
+    notes.drop_unsupported(request, tables.UNSUPPORTED_ENHANCE)
     # ComfyUI's core has no safety checker, so only a request for one goes unhonoured.
     if request.safety_checker:
         notes.dropped("safety_checker", True)

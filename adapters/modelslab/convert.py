@@ -7,7 +7,7 @@ from typing import Any, Literal
 from pydantic import Field
 
 from adapters.base import CommonOptions, Plan, Submission, Target
-from adapters.conversion import Notes, fit_within, requested_size, work_units
+from adapters.conversion import Notes, fit_within, requested_size, split, work_units
 from adapters.errors import Unsupported
 from adapters.modelslab import tables
 from adapters.normalized import GenerationRequest
@@ -58,9 +58,9 @@ def plan(request: GenerationRequest, target: Target, options: ModelsLabOptions) 
     _images(request, body)
     _loras(request, body)
     _extras(options, body)
-    _unsupported(request, notes)
+    notes.drop_unsupported(request, tables.UNSUPPORTED_ENHANCE)
 
-    chunks = _chunks(request.num_images)
+    chunks = split(request.num_images, tables.MAX_SAMPLES)
     if len(chunks) > 1:
         shown = " + ".join(str(c) for c in chunks)
         notes.changed(
@@ -86,11 +86,6 @@ def plan(request: GenerationRequest, target: Target, options: ModelsLabOptions) 
         inexact=notes.inexact,
         work=work_units(width, height, steps, request.num_images),
     )
-
-
-def _chunks(total: int) -> list[int]:
-    full, rest = divmod(total, tables.MAX_SAMPLES)
-    return [tables.MAX_SAMPLES] * full + ([rest] if rest else [])
 
 
 def _size(
@@ -186,14 +181,3 @@ def _extras(options: ModelsLabOptions, body: dict[str, Any]) -> None:
         body["temp"] = yes_no(options.temp)
     if options.vae:
         body["vae"] = options.vae
-
-
-def _unsupported(request: GenerationRequest, notes: Notes) -> None:
-    if request.enhance is not None:
-        for flag in tables.UNSUPPORTED_ENHANCE:
-            if getattr(request.enhance, flag):
-                notes.dropped(f"enhance.{flag}", True)
-    if request.style is not None:
-        notes.dropped("style", request.style.value)
-    if request.color_grading is not None:
-        notes.dropped("color_grading", request.color_grading.value)
