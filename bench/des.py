@@ -126,7 +126,6 @@ class Model:
         self.queue: deque[Job] = deque()
         self._events: list[tuple[float, int, int, object]] = []
         self._seq = itertools.count()
-        self.placements = 0
         self.pending = len(self.jobs)  # jobs not yet in a final state
         for job in self.jobs:
             self._push(job.arrival, ARRIVE, job)
@@ -151,7 +150,6 @@ class Model:
         assert server.alive, "placed on a dead backend"
         assert server.has_room(), "placed beyond max_concurrency"
         job.server, job.placed_at, job.status = server, self.now, "running"
-        self.placements += 1
         if len(server.running) < server.spec.parallelism:
             self._start(job, server)
         else:

@@ -27,12 +27,11 @@ from aiohttp import web
 
 from bench.fleet import FLEET, Arrival, arrivals, capacity
 from bench.procs import TENANT_KEY, Processes, free_port, gateway_config, wait_ready
-from bench.stats import percentile, summary
+from bench.stats import summary
 
 AUTH = {"Authorization": f"Bearer {TENANT_KEY}"}
 START_ATTEMPTS, RETRY_AFTER = 3, 60.0
 WORKDIR = Path(__file__).resolve().parent / "results" / "tmp" / "live"  # git-ignored
-FINAL = ("succeeded", "failed", "canceled")
 
 
 @dataclass(frozen=True)
@@ -325,7 +324,3 @@ def _per_backend(done: list[tuple[Arrival, dict[str, Any]]]) -> dict[str, int]:
     for _, job in done:
         counts[job.get("backend") or "none"] = counts.get(job.get("backend") or "none", 0) + 1
     return dict(sorted(counts.items()))
-
-
-def p99(values: list[float]) -> float:
-    return percentile(values, 99)

@@ -155,7 +155,8 @@ class Dispatcher:
                         )
                     )
                     await self._router.release(backend, reservation.members)
-                    await self._router.report_failure(backend, exc)
+                    if await self._router.report_failure(backend, exc) is not None:
+                        self._metrics.backend_ejections.labels(backend).inc()
                     if not exc.retryable:
                         break
                     continue

@@ -69,7 +69,6 @@ class FleetSync:
             self._metrics.backend_expected_wait.labels(name).set(
                 self._view.expected_completion(name, REFERENCE_WORK)
             )
-        self._view.refreshed_at = time.time()
 
     async def refresh_loop(self) -> None:
         while True:
@@ -119,7 +118,8 @@ class FleetSync:
         # fail every submission.
         try:
             if not probe.healthy:
-                await self._router.count_failure(name)
+                if await self._router.count_failure(name) is not None:
+                    self._metrics.backend_ejections.labels(name).inc()
             elif self._router.half_open(name):
                 await self._router.report_success(name)
         except Exception as exc:

@@ -35,9 +35,3 @@ class HeldReservations:
             if held:
                 renew[backend] = list(held)
         return renew
-
-    def forget_missing(self, backend: str, missing: Sequence[str]) -> None:
-        self.drop(backend, missing)
-
-    def count(self) -> int:
-        return sum(len(h) for h in self._held.values())

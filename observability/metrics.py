@@ -116,7 +116,7 @@ class Metrics:
         )
         self.backend_ejections = Counter(
             "gateway_backend_ejections_total",
-            "Times this instance ejected a backend after consecutive failures.",
+            "Times this instance ejected a backend (consecutive failed submits or probes).",
             ["backend"],
             registry=r,
         )
@@ -156,8 +156,8 @@ class Metrics:
         )
         self.store_errors = Counter(
             "gateway_store_errors_total",
-            "Store (Redis) operations that failed, by operation.",
-            ["operation"],
+            "Requests that met a store (Redis) outage and were answered 503, by route.",
+            ["route"],
             registry=r,
         )
 

@@ -31,7 +31,6 @@ class FleetView:
         self.states = {name: BackendState() for name in parallelism}
         self.parallelism = parallelism
         self.speed_prior = speed_prior
-        self.refreshed_at = 0.0
         self.clock_offset = 0.0  # store clock minus local clock
 
     def now(self) -> float:

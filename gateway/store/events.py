@@ -22,7 +22,6 @@ class JobEvents:
         self._store = store
         self._waiters: dict[str, set[asyncio.Future[None]]] = defaultdict(set)
         self._listeners: list[Callable[[str, str], None]] = []
-        self.connected = False
 
     def subscribe(self, listener: Callable[[str, str], None]) -> None:
         """Call `listener(job_id, status)` for every final transition, on any instance."""
@@ -34,7 +33,6 @@ class JobEvents:
             pubsub = self._store.redis.pubsub(ignore_subscribe_messages=True)
             try:
                 await pubsub.subscribe(EVENTS_CHANNEL)
-                self.connected = True
                 while True:
                     message = await pubsub.get_message(timeout=1.0)
                     if message is not None:
@@ -43,7 +41,6 @@ class JobEvents:
                 raise
             except Exception as exc:  # the store went away; wake everyone to re-read
                 log.warning("events_disconnected", error=type(exc).__name__)
-                self.connected = False
                 self._wake_all()
                 await asyncio.sleep(0.5)
             finally:

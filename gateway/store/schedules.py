@@ -124,9 +124,6 @@ class Schedules:
                     )
             await pipe.execute()
 
-    async def enqueue_delivery(self, job_id: str) -> None:
-        await self._store.redis.xadd(keys.deliveries(shard_of(job_id)), {"job": job_id})
-
     def _entries(self, reply: Any) -> list[DeliveryEntry]:
         entries: list[DeliveryEntry] = []
         for stream, items in reply or []:

@@ -85,6 +85,8 @@ async def test_dead_idle_backend_is_ejected_by_probes(
         return (await _backends(client))["dead"]["health"] == "ejected"
 
     await eventually(ejected, timeout=3)
+    metrics = await (await client.get("/metrics")).text()
+    assert 'gateway_backend_ejections_total{backend="dead"} 1.0' in metrics
 
 
 async def test_429_cools_the_key_down_for_retry_after_on_every_instance(
