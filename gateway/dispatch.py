@@ -101,11 +101,12 @@ class Dispatcher:
         self.budget.active += 1
         try:
             with structlog.contextvars.bound_contextvars(job_id=record.id, tenant=record.tenant):
-                return await self._attempts(record, eligible)
+                return await self._attempts(current, eligible)
         finally:
             self.budget.active -= 1
 
-    async def _attempts(self, record: JobRecord, eligible: Eligible) -> Dispatched:
+    async def _attempts(self, current: Versioned, eligible: Eligible) -> Dispatched:
+        record = current.record
         attempts: list[Attempt] = []
         next_track = record.next_track
         # A backend that lost this job is tried again only when no other can take it.
@@ -161,9 +162,7 @@ class Dispatcher:
                         break
                     continue
                 next_track += len(submitted)
-                saved = await self._accepted(
-                    record.id, reservation, submitted, attempts, next_track
-                )
+                saved = await self._accepted(current, reservation, submitted, attempts, next_track)
                 return Dispatched(saved, placed=True)
         finally:
             if retrying:
@@ -233,12 +232,13 @@ class Dispatcher:
 
     async def _accepted(
         self,
-        job_id: str,
+        current: Versioned,
         reservation: Reservation,
         submitted: list[Submitted],
         attempts: list[Attempt],
         next_track: int,
     ) -> Versioned | None:
+        job_id = current.record.id
         candidate = reservation.candidate
         backend, adapter = candidate.backend, candidate.backend.adapter
         await self._router.report_success(backend.name)
@@ -289,7 +289,9 @@ class Dispatcher:
             record.backlog = reservation.backlog
             return Change(poll=time.time() + wait)
 
-        saved = await self._updater.update(job_id, accept)
+        # The version we hold is usually still current: no read before the write. If a
+        # callback got there first, the compare-and-set fails and the update re-reads.
+        saved = await self._updater.update(job_id, accept, current=current)
         if saved is None or saved.record.status.final:
             # Ended here or meanwhile (e.g. canceled during submit): the slots are free again.
             await self._router.release(backend.name, reservation.members)

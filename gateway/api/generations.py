@@ -68,12 +68,13 @@ async def submit(request: web.Request) -> web.Response:
     eligible = _eligible(request, tenant.name, body)
 
     idempotency = request.headers.get("Idempotency-Key")
-    body_hash = hashlib.sha256(
-        orjson.dumps(body.model_dump(mode="json"), option=orjson.OPT_SORT_KEYS)
-    ).hexdigest()
     shard = None
-    key_digest = ""
+    key_digest = body_hash = ""
     if idempotency is not None:
+        # "The same body" means the same request once parsed: key order and spacing aside.
+        body_hash = hashlib.sha256(
+            orjson.dumps(body.model_dump(mode="json"), option=orjson.OPT_SORT_KEYS)
+        ).hexdigest()
         if not 1 <= len(idempotency) <= MAX_IDEMPOTENCY_KEY:
             raise BadRequest(
                 f"Idempotency-Key: must be 1 to {MAX_IDEMPOTENCY_KEY} characters",
