@@ -60,6 +60,19 @@ def _error(text: str, *, typo: bool = False) -> web.Response:
     return web.json_response({"status": "error", ("messege" if typo else "message"): text})
 
 
+async def _keyed_body(request: web.Request, engine: Engine) -> dict[str, Any] | web.Response:
+    """The request's JSON object if its `key` is known, else the provider's error answer."""
+    try:
+        body = await request.json()
+    except ValueError:
+        return _error("Invalid JSON body")
+    if not isinstance(body, dict):
+        return _error("Invalid JSON body")
+    if body.get("key") not in engine.settings.api_keys:
+        return _error("Invalid Api Key")
+    return body
+
+
 def _generate(endpoint: str, prefix: str) -> Any:
     async def handler(request: web.Request) -> web.Response:
         engine = request.app[engine_key]
@@ -68,15 +81,10 @@ def _generate(endpoint: str, prefix: str) -> Any:
             if fault is Fault.SERVER_ERROR:
                 return web.json_response({"status": "error", "message": "Server Error"}, status=500)
             return await generic_fault_response(engine, fault)
-        try:
-            body = await request.json()
-        except ValueError:
-            return _error("Invalid JSON body")
-        if not isinstance(body, dict):
-            return _error("Invalid JSON body")
-        if body.get("key") not in engine.settings.api_keys:
+        body = await _keyed_body(request, engine)
+        if isinstance(body, web.Response):
             engine.stats["rejected"] += 1
-            return _error("Invalid Api Key")
+            return body
         problem = validate(body, endpoint, enterprise=engine.settings.enterprise)
         if problem:
             engine.stats["rejected"] += 1
@@ -150,12 +158,9 @@ def _meta(job: SimJob) -> dict[str, Any]:
 def _fetch(prefix: str) -> Any:
     async def handler(request: web.Request) -> web.Response:
         engine = request.app[engine_key]
-        try:
-            body = await request.json()
-        except ValueError:
-            return _error("Invalid JSON body")
-        if not isinstance(body, dict) or body.get("key") not in engine.settings.api_keys:
-            return _error("Invalid Api Key")
+        body = await _keyed_body(request, engine)
+        if isinstance(body, web.Response):
+            return body
         job_id = request.match_info.get("id") or str(body.get("request_id", ""))
         job = engine.jobs.get(job_id)
         if job is None:
@@ -167,12 +172,9 @@ def _fetch(prefix: str) -> Any:
 
 async def _system_details(request: web.Request) -> web.Response:
     engine = request.app[engine_key]
-    try:
-        body = await request.json()
-    except ValueError:
-        return _error("Invalid JSON body")
-    if not isinstance(body, dict) or body.get("key") not in engine.settings.api_keys:
-        return _error("Invalid Api Key")
+    rejected = await _keyed_body(request, engine)
+    if isinstance(rejected, web.Response):
+        return rejected
     return web.json_response(
         {
             "status": "success",
