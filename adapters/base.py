@@ -116,6 +116,7 @@ class ProviderResult:
     error_code: str | None = None
     error_message: str | None = None
     eta: float | None = None  # seconds, when the provider estimates one
+    finished_at: float | None = None  # epoch seconds, when the provider says it finished
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,7 @@ def create_app(settings: Settings, *, metrics: Metrics | None = None) -> web.App
     async def services_ctx(app: web.Application) -> AsyncIterator[None]:
         services = await build_services(settings, metrics)
         app[SERVICES] = services
+        metrics.ready.set_function(lambda: 1.0 if health.is_ready(services) else 0.0)
         try:
             await start_background(services)
             yield

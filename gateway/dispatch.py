@@ -27,7 +27,7 @@ from gateway.jobs.model import Attempt, JobRecord, JobStatus, utcnow
 from gateway.jobs.updater import Change, JobUpdater
 from gateway.store.jobs import Versioned
 from observability.logging import get_logger
-from observability.metrics import Metrics
+from observability.metrics import FAILOVER_REASONS, Metrics, provider_call
 from routing.backends import Backend
 from routing.eligibility import Eligibility, Eligible
 from routing.load import expected_completion
@@ -141,12 +141,19 @@ class Dispatcher:
                 left -= 1
                 stopped = "max_attempts reached"
                 backend = reservation.backend
+                self._metrics.routing_decisions.labels(
+                    self._settings.routing.strategy, backend
+                ).inc()
+                if last_error is not None:
+                    reason = FAILOVER_REASONS.get(last_error.outcome, "unavailable")
+                    self._metrics.failovers.labels(reason).inc()
                 structlog.contextvars.bind_contextvars(
                     backend=backend, track_id=ids.track_id(record.id, next_track)
                 )
                 tried.add(backend)
                 try:
-                    submitted = await self._submit_all(record, reservation, next_track)
+                    with provider_call():
+                        submitted = await self._submit_all(record, reservation, next_track)
                 except ProviderError as exc:
                     next_track += 1
                     last_error = exc
@@ -205,12 +212,14 @@ class Dispatcher:
         except ProviderMaybeAccepted as exc:
             # Possibly taken: resubmitting elsewhere could bill twice. Wait for its callback.
             self._metrics.attempts.labels(backend.name, backend.kind, exc.outcome).inc()
+            self._metrics.provider_error(backend.name, backend.kind, exc.outcome)
             log.warning(
                 "submission_maybe_accepted", backend=backend.name, track_id=callback.track_id
             )
             return ProviderResult(ResultState.PENDING)
         except ProviderError as exc:
             self._metrics.attempts.labels(backend.name, backend.kind, exc.outcome).inc()
+            self._metrics.provider_error(backend.name, backend.kind, exc.outcome)
             raise
         finally:
             self._metrics.provider_duration.labels(backend.name, "submit").observe(

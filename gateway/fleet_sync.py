@@ -110,6 +110,8 @@ class FleetSync:
         state.probe_ok = probe.healthy
         state.probe_detail = probe.detail
         state.reported_queue = probe.queue_depth
+        if probe.queue_depth is not None:
+            self._metrics.backend_reported_queue.labels(name).set(probe.queue_depth)
         state.probed_at = time.time()
         self._note_reported_queue(name, probe)
         # Probes are health evidence too: a dead idle backend gets ejected without costing a

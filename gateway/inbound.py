@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 from enum import StrEnum
 
@@ -88,6 +89,9 @@ class Inbound:
             return Change()
 
         await self._updater.update(job_id, apply, current=current)
+        if applied and result.finished_at is not None:
+            lag = max(0.0, time.time() - result.finished_at)
+            self._metrics.provider_webhook_lag.labels(backend_name).observe(lag)
         if raw is not None:
             log.warning(
                 "provider_webhook_unreadable", job_id=job_id, track_id=track, backend=backend_name

@@ -63,7 +63,7 @@ def make_middlewares(metrics: Metrics) -> list[Callable[..., Awaitable[web.Strea
         except RedisError:
             # The store is away (restarting, unreachable): nothing was decided; try again.
             log.warning("store_unavailable", path=request.path)
-            metrics.store_errors.labels(_route(request)).inc()
+            metrics.store_outage_responses.labels(_route(request)).inc()
             return error_response(
                 ServiceUnavailable(
                     "the gateway's store is unavailable; try again shortly",

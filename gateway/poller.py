@@ -166,6 +166,7 @@ class Poller:
                 result = await backend.adapter.poll(self._session, part.provider_id)
                 outcome = "finished" if result.state.final else "pending"
             except ProviderBadAnswer as exc:
+                self._metrics.provider_error(backend.name, backend.kind, exc.outcome)
                 result = ProviderResult(
                     ResultState.FAILED,
                     error_code="provider_bad_answer",
@@ -176,6 +177,7 @@ class Poller:
                 # Transient: the next poll tries again, until the job's deadline.
                 log.info("poll_failed", job_id=record.id, backend=backend.name, error=exc.message)
                 self._metrics.polls.labels(backend.name, "error").inc()
+                self._metrics.provider_error(backend.name, backend.kind, exc.outcome)
                 continue
             finally:
                 self._metrics.provider_duration.labels(backend.name, "poll").observe(

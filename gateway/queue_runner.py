@@ -63,7 +63,6 @@ class QueueRunner:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), TICK)
             self._wake.clear()
-            self._metrics.queue_depth.set(await self._queue.size())
             await self.drain()
 
     async def drain(self) -> int:

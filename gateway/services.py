@@ -26,6 +26,7 @@ from gateway.relay.guard import GuardedResolver, OutboundGuard
 from gateway.relay.sender import Sender
 from gateway.relay.signing import secret_key
 from gateway.relay.worker import Relay
+from gateway.shared_gauges import SharedGauges
 from gateway.store import Store, open_store
 from gateway.store.events import JobEvents
 from gateway.store.fleet import FleetStore
@@ -70,6 +71,7 @@ class Services:
     held: HeldReservations
     dead_letters: DeadLetters
     store_health: StoreHealth
+    shared_gauges: SharedGauges
     background: Background
     provider_session: aiohttp.ClientSession
     outbound_session: aiohttp.ClientSession
@@ -110,7 +112,7 @@ def build_backends(settings: Settings) -> dict[str, Backend]:
 
 async def build_services(settings: Settings, metrics: Metrics) -> Services:
     instance_id = settings.instance_id or f"{socket.gethostname()}-{secrets.token_hex(3)}"
-    store = await open_store(settings.store)
+    store = await open_store(settings.store, metrics)
     backends = build_backends(settings)
     view = FleetView(
         {name: b.runs_at_once for name, b in backends.items()},
@@ -246,6 +248,9 @@ async def build_services(settings: Settings, metrics: Metrics) -> Services:
         held=held,
         dead_letters=DeadLetters(jobs),
         store_health=StoreHealth(store),
+        shared_gauges=SharedGauges(
+            jobs=jobs, queue=queue, tenants=[t.name for t in settings.tenants], metrics=metrics
+        ),
         background=background,
         provider_session=provider_session,
         outbound_session=outbound_session,
@@ -266,3 +271,4 @@ async def start_background(services: Services) -> None:
     bg.start("queue", services.runner.run)
     bg.start("relay-read", services.relay.read_loop)
     bg.start("relay-maintenance", services.relay.maintenance_loop)
+    bg.start("shared-gauges", services.shared_gauges.run)

@@ -2,15 +2,94 @@
 
 Labels are bounded: route templates, backend/adapter/tenant names from the config, and
 small fixed vocabularies of outcomes. Never job ids, track ids or URLs.
+
+Two kinds of series, and the rule for adding them up over several instances:
+- **Per-instance** counters and histograms (requests, attempts, failovers, provider errors,
+  lags, store latency...) count what this instance did: dashboards `sum` them.
+- **Shared** gauges (`gateway_queue_depth`, `gateway_webhook_dead_letters`,
+  `gateway_backend_inflight`, `gateway_backend_reported_queue`, `gateway_backend_up`,
+  speed and expected wait) export state that lives in Redis or at the backend, so every
+  instance reports the same value: dashboards aggregate them with `max by (backend)` /
+  `max by (tenant)`, never `sum`, which would count the state once per instance. They are
+  refreshed by background loops, never read from Redis per scrape or per request.
 """
 
 from __future__ import annotations
 
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from importlib.metadata import PackageNotFoundError
+from importlib.metadata import version as package_version
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import generate_latest
 
+PACKAGE = "imagegen-gateway"
+
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 _JOB_BUCKETS = (0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300, 600, 1800)
+_OVERHEAD_BUCKETS = (0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.025, 0.05, 0.1, 0.25, 1)
+_LAG_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120, 300, 900, 3600)
+
+# Provider error outcomes (adapters/errors.py) in the agreed `kind` vocabulary. `refused`
+# covers everything the provider turned down without a 5xx/429/timeout: connection
+# refused, credentials or request refused, a model missing there.
+ERROR_KINDS = {
+    "server_error": "server_error",
+    "rate_limited": "rate_limited",
+    "timeout": "timeout",
+    "maybe_accepted": "timeout",
+    "bad_answer": "malformed",
+    "unavailable": "refused",
+    "auth_failed": "refused",
+    "misconfigured": "refused",
+    "rejected": "refused",
+}
+# Retryable outcomes in the agreed failover `reason` vocabulary: a backend that cannot serve
+# the job right now (down, wrong credentials, model missing) counts as unavailable.
+FAILOVER_REASONS = {
+    "server_error": "server_error",
+    "rate_limited": "rate_limited",
+    "timeout": "timeout",
+    "unavailable": "unavailable",
+    "auth_failed": "unavailable",
+    "misconfigured": "unavailable",
+}
+
+# Seconds spent waiting on providers by the request being served (see `provider_clock`).
+_PROVIDER_SECONDS: ContextVar[list[float] | None] = ContextVar("provider_seconds", default=None)
+
+
+def build_version() -> str:
+    try:
+        return package_version(PACKAGE)
+    except PackageNotFoundError:  # pragma: no cover - running from a bare checkout
+        return "unknown"
+
+
+@contextmanager
+def provider_clock() -> Iterator[list[float]]:
+    """Collect the provider time of the current request: `[seconds]`, filled on exit."""
+    spent = [0.0]
+    token = _PROVIDER_SECONDS.set(spent)
+    try:
+        yield spent
+    finally:
+        _PROVIDER_SECONDS.reset(token)
+
+
+@contextmanager
+def provider_call() -> Iterator[None]:
+    """Time a provider call and charge it to the request being served, if one is counting."""
+    started = time.perf_counter()
+    try:
+        yield
+    finally:
+        spent = _PROVIDER_SECONDS.get()
+        if spent is not None:
+            spent[0] += time.perf_counter() - started
 
 
 class Metrics:
@@ -134,7 +213,8 @@ class Metrics:
         )
         self.queue_depth = Gauge(
             "gateway_queue_depth",
-            "Jobs waiting in the gateway queue for a backend with room (all instances).",
+            "Jobs waiting in the gateway queue for a backend with room, by tenant (shared).",
+            ["tenant"],
             registry=r,
         )
         self.queue_wait = Histogram(
@@ -154,12 +234,95 @@ class Metrics:
             ["tenant"],
             registry=r,
         )
-        self.store_errors = Counter(
-            "gateway_store_errors_total",
+        self.store_outage_responses = Counter(
+            "gateway_store_outage_responses_total",
             "Requests that met a store (Redis) outage and were answered 503, by route.",
             ["route"],
             registry=r,
         )
+        self._declare_operations(r)
+
+    def _declare_operations(self, r: CollectorRegistry) -> None:
+        """The on-call metrics of issue 8: overhead, routing, provider and store health."""
+        self.build_info = Gauge(
+            "gateway_build_info", "Always 1; the version label says what runs.", ["version"],
+            registry=r,
+        )  # fmt: skip
+        self.build_info.labels(build_version()).set(1)
+        self.ready = Gauge(
+            "gateway_ready", "1 while this instance passes /readyz, else 0.", registry=r
+        )
+        self.draining = Gauge(
+            "gateway_draining", "1 while this instance drains before stopping.", registry=r
+        )
+        self.submit_overhead = Histogram(
+            "gateway_submit_overhead_seconds",
+            "Gateway time on POST /v1/generations: request in to 202 out, minus provider calls.",
+            buckets=_OVERHEAD_BUCKETS,
+            registry=r,
+        )
+        self.routing_decisions = Counter(
+            "gateway_routing_decisions_total",
+            "Slots reserved for a submission, by routing policy and chosen backend.",
+            ["policy", "backend"],
+            registry=r,
+        )
+        self.failovers = Counter(
+            "gateway_failovers_total",
+            "Submissions moved to another backend after one failed, by the failure "
+            "(unavailable, server_error, rate_limited, timeout).",
+            ["reason"],
+            registry=r,
+        )
+        self.provider_errors = Counter(
+            "gateway_provider_errors_total",
+            "Failed provider calls (submit, poll), by kind (server_error, rate_limited, "
+            "timeout, malformed, refused).",
+            ["backend", "adapter", "kind"],
+            registry=r,
+        )
+        self.provider_webhook_lag = Histogram(
+            "gateway_provider_webhook_lag_seconds",
+            "Provider webhooks: from the finish time the provider states to their arrival.",
+            ["backend"],
+            buckets=_LAG_BUCKETS,
+            registry=r,
+        )
+        self.delivery_lag = Histogram(
+            "gateway_webhook_delivery_lag_seconds",
+            "Client webhooks: from the job's end to its first successful delivery.",
+            ["tenant"],
+            buckets=_LAG_BUCKETS,
+            registry=r,
+        )
+        self.dead_letters = Gauge(
+            "gateway_webhook_dead_letters",
+            "Client webhooks in the dead letters (given up, kept for replay), by tenant (shared).",
+            ["tenant"],
+            registry=r,
+        )
+        self.store_duration = Histogram(
+            "gateway_store_command_duration_seconds",
+            "Latency of store (Redis) calls, by command or script name; blocking reads excluded.",
+            ["operation"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.store_errors = Counter(
+            "gateway_store_errors_total",
+            "Store (Redis) calls that failed, by command or script name.",
+            ["operation"],
+            registry=r,
+        )
+        self.backend_reported_queue = Gauge(
+            "gateway_backend_reported_queue",
+            "Jobs a backend says it has waiting, every client's (shared: from its probe).",
+            ["backend"],
+            registry=r,
+        )
+
+    def provider_error(self, backend: str, adapter: str, outcome: str) -> None:
+        self.provider_errors.labels(backend, adapter, ERROR_KINDS.get(outcome, "refused")).inc()
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)

@@ -13,6 +13,7 @@ tune (`GET /tunes/{tune_id}/prompts/{id}`).
 from __future__ import annotations
 
 import re
+from datetime import UTC, datetime
 from typing import Any
 
 from adapters.base import ProviderResult, ResultState
@@ -71,6 +72,17 @@ def _timestamp(data: dict[str, Any], name: str) -> str | None:
     raise ProviderBadAnswer(f"'{name}' is not a timestamp")
 
 
+def _epoch(timestamp: str | None) -> float | None:
+    """`trained_at` as epoch seconds; None when absent or not ISO 8601 (it is only a metric)."""
+    if timestamp is None:
+        return None
+    try:
+        moment = datetime.fromisoformat(timestamp)
+    except ValueError:
+        return None
+    return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp()
+
+
 def _user_error(data: dict[str, Any]) -> str | None:
     value = data.get("user_error")
     if value is None or value == "":
@@ -99,11 +111,18 @@ def read_prompt(data: Any, tune_id: str | None = None) -> ProviderResult:
     error = _user_error(prompt)
     started = _timestamp(prompt, "started_training_at")
     finished = _timestamp(prompt, "trained_at")
+    done = _epoch(finished)
     if images:
-        return ProviderResult(ResultState.SUCCEEDED, provider_id=pid, images=images)
+        return ProviderResult(
+            ResultState.SUCCEEDED, provider_id=pid, images=images, finished_at=done
+        )
     if error is not None:
         return ProviderResult(
-            ResultState.FAILED, provider_id=pid, error_code="provider_error", error_message=error
+            ResultState.FAILED,
+            provider_id=pid,
+            error_code="provider_error",
+            error_message=error,
+            finished_at=done,
         )
     if finished is not None:
         return ProviderResult(
@@ -111,6 +130,7 @@ def read_prompt(data: Any, tune_id: str | None = None) -> ProviderResult:
             provider_id=pid,
             error_code="provider_error",
             error_message="the prompt finished without images",
+            finished_at=done,
         )
     state = ResultState.PROCESSING if started is not None else ResultState.PENDING
     return ProviderResult(state, provider_id=pid)

@@ -6,6 +6,7 @@ from aiohttp import web
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from gateway.context import METRICS, services
+from gateway.services import Services
 
 
 def add_routes(app: web.Application) -> None:
@@ -18,11 +19,16 @@ async def healthz(request: web.Request) -> web.Response:
     return web.json_response({"status": "ok"})
 
 
+def is_ready(s: Services) -> bool:
+    """Ready: the store answers and at least one backend is routable."""
+    return s.store_health.ok and any(s.view.routable(name) for name in s.backends)
+
+
 async def readyz(request: web.Request) -> web.Response:
     s = services(request)
     store_ok = s.store_health.ok
     routable = [name for name in s.backends if s.view.routable(name)]
-    ready = store_ok and bool(routable)
+    ready = is_ready(s)
     return web.json_response(
         {
             "ready": ready,

@@ -18,7 +18,7 @@ import structlog
 
 from gateway.background import Background
 from gateway.config import Outbound
-from gateway.jobs.model import DeliveryAttempt, DeliveryState, JobRecord
+from gateway.jobs.model import DeliveryAttempt, DeliveryState, JobRecord, utcnow
 from gateway.relay.events import webhook_id
 from gateway.relay.sender import Sender, Verdict
 from gateway.store.jobs import Conflict, DeliveryAction, JobStore, Versioned
@@ -128,6 +128,10 @@ class Relay:
         self._metrics.delivery_duration.observe((sent.attempt.duration_ms or 0) / 1000)
         action, due = self._next_step(record, sent.verdict, sent.retry_after)
         self._metrics.deliveries.labels(record.tenant, sent.attempt.outcome).inc()
+        first = not any(a.outcome == "delivered" for a in record.deliveries)
+        if action == "done" and first and record.completed_at is not None:
+            lag = (utcnow() - record.completed_at).total_seconds()
+            self._metrics.delivery_lag.labels(record.tenant).observe(max(0.0, lag))
         await self._record(entry, current, sent.attempt, action, due)
         log.info(
             "webhook_delivery",

@@ -13,6 +13,8 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from gateway.store import scripts
+from gateway.store.timing import CommandTiming, TimedRedis
+from observability.metrics import Metrics
 
 Arg = str | int | float | bytes
 
@@ -28,6 +30,8 @@ class Store:
             for name in dir(scripts)
             if name.isupper()
         }
+        if isinstance(client, TimedRedis):
+            client.timing.scripts.update({s.sha: name for name, s in self._scripts.items()})
 
     async def run(self, name: str, keys: Sequence[str], args: Sequence[Arg]) -> Any:
         """Run one script; its keys must share a hash slot (Redis Cluster's rule)."""
@@ -48,11 +52,16 @@ class Store:
         await self.redis.aclose(close_connection_pool=True)
 
 
-async def open_store(url: str) -> Store:
+async def open_store(url: str, metrics: Metrics | None = None) -> Store:
+    """Connect; with `metrics`, every command's latency and errors are observed there."""
     if url.startswith("memory://"):
         import fakeredis
 
-        fake: redis.Redis = fakeredis.FakeAsyncRedis()
+        class TimedFake(TimedRedis, fakeredis.FakeAsyncRedis):  # type: ignore[misc]
+            pass
+
+        fake = TimedFake()
+        fake.timing = CommandTiming(metrics)
         return Store(fake, memory=True)
     pool = redis.BlockingConnectionPool.from_url(
         url,
@@ -68,4 +77,6 @@ async def open_store(url: str) -> Store:
         retry=Retry(ExponentialBackoff(cap=1.0, base=0.05), retries=8),
         retry_on_error=[RedisConnectionError, RedisTimeoutError, OSError],
     )
-    return Store(redis.Redis(connection_pool=pool), memory=False)
+    client = TimedRedis(connection_pool=pool)
+    client.timing = CommandTiming(metrics)
+    return Store(client, memory=False)

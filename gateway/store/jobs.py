@@ -65,6 +65,7 @@ class JobStore:
                 int(idempotency_ttl * 1000),
                 int(poll_due * 1000),
                 record.id,
+                record.tenant,
             ],
         )
         return existing.decode() if existing else None
@@ -149,6 +150,27 @@ class JobStore:
             replies = await pipe.execute()
         found = [(m.decode(), score / 1000) for reply in replies for m, score in reply]
         return sorted(found, key=lambda item: item[1])[:limit]
+
+    async def tenants_of(self, job_ids: list[str]) -> list[str | None]:
+        """The tenant of each job (None when gone), in one pipelined round trip."""
+        if not job_ids:
+            return []
+        async with self._store.redis.pipeline(transaction=False) as pipe:
+            for job_id in job_ids:
+                pipe.hget(keys.job(job_id), "t")
+            replies = await pipe.execute()
+        return [r.decode() if isinstance(r, bytes) else None for r in replies]
+
+    async def dead_letter_counts(self, tenants: list[str]) -> dict[str, int]:
+        """Dead letters per tenant across every shard, in one pipelined round trip."""
+        async with self._store.redis.pipeline(transaction=False) as pipe:
+            for tenant in tenants:
+                for shard in range(SHARDS):
+                    pipe.zcard(keys.dead_letters(shard, tenant))
+            replies = await pipe.execute()
+        return {
+            tenant: sum(replies[i * SHARDS : (i + 1) * SHARDS]) for i, tenant in enumerate(tenants)
+        }
 
     async def save_delivery(
         self,

@@ -41,3 +41,8 @@ class GatewayQueue:
 
     async def size(self) -> int:
         return int(await self._store.redis.zcard(keys.queue()))
+
+    async def members(self, limit: int) -> list[str]:
+        """The ids of up to `limit` queued jobs, fairest first (for metrics)."""
+        found = await self._store.redis.zrange(keys.queue(), 0, limit - 1)
+        return [m.decode() if isinstance(m, bytes) else str(m) for m in found]

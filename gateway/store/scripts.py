@@ -7,14 +7,15 @@ and perform the side effects that must happen in the same step.
 from __future__ import annotations
 
 # KEYS: job, idempotency, polls. ARGV: doc, status, ttl_ms, has_idem, idem_value,
-# idem_ttl_ms, poll_due_ms, job_id. Returns the existing idempotency value or nil.
+# idem_ttl_ms, poll_due_ms, job_id, tenant. Returns the existing idempotency value or nil.
+# The tenant gets a field of its own so metrics can count queued jobs without the doc.
 CREATE_JOB = """
 if ARGV[4] == '1' then
   local existing = redis.call('GET', KEYS[2])
   if existing then return existing end
   redis.call('SET', KEYS[2], ARGV[5], 'PX', ARGV[6])
 end
-redis.call('HSET', KEYS[1], 'v', 1, 's', ARGV[2], 'doc', ARGV[1])
+redis.call('HSET', KEYS[1], 'v', 1, 's', ARGV[2], 'doc', ARGV[1], 't', ARGV[9])
 redis.call('PEXPIRE', KEYS[1], ARGV[3])
 redis.call('ZADD', KEYS[3], ARGV[7], ARGV[8])
 return false

@@ -1,0 +1,79 @@
+"""Latency and errors of every store call, measured in one place: the client itself.
+
+Every command (and every pipeline) a repository sends passes through `execute_command` /
+`Pipeline.execute`, so subclassing the client times them all without touching a call site
+and without an extra round trip. Scripts go out as EVALSHA; they are labelled with their
+name from `gateway/store/scripts.py`, so the label set stays bounded (command and script
+names). Blocking reads (`BLOCK`) are not timed: their latency is the block, not Redis.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable
+from typing import Any, TypeVar
+
+import redis.asyncio as redis
+from redis.asyncio.client import Pipeline
+from redis.exceptions import NoScriptError, RedisError
+
+from observability.metrics import Metrics
+
+T = TypeVar("T")
+
+
+class CommandTiming:
+    """Observes store calls into the metrics; `scripts` maps a script's sha to its name."""
+
+    def __init__(self, metrics: Metrics | None) -> None:
+        self.metrics = metrics
+        self.scripts: dict[str, str] = {}
+
+    def operation(self, args: tuple[Any, ...]) -> str:
+        name = str(args[0]).upper() if args else "UNKNOWN"
+        if name == "EVALSHA" and len(args) > 1:
+            return self.scripts.get(str(args[1]), "EVALSHA")
+        return name
+
+    async def observe(self, operation: str, call: Awaitable[T], *, timed: bool = True) -> T:
+        metrics = self.metrics
+        if metrics is None:
+            return await call
+        started = time.perf_counter()
+        try:
+            return await call
+        except NoScriptError:
+            raise  # redis-py loads the script and retries: not a failure
+        except RedisError:
+            metrics.store_errors.labels(operation).inc()
+            raise
+        finally:
+            if timed:
+                metrics.store_duration.labels(operation).observe(time.perf_counter() - started)
+
+
+class TimedPipeline(Pipeline):
+    timing: CommandTiming
+
+    async def execute(self, raise_on_error: bool = True) -> list[Any]:
+        operation = "MULTI" if self.is_transaction else "PIPELINE"
+        return await self.timing.observe(operation, super().execute(raise_on_error))
+
+
+class TimedRedis(redis.Redis):
+    """A Redis client whose commands and pipelines are timed (see the module docstring)."""
+
+    timing = CommandTiming(None)
+
+    async def execute_command(self, *args: Any, **options: Any) -> Any:
+        blocking = any(isinstance(a, str | bytes) and a in ("BLOCK", b"BLOCK") for a in args)
+        return await self.timing.observe(
+            self.timing.operation(args),
+            super().execute_command(*args, **options),  # type: ignore[no-untyped-call]
+            timed=not blocking,
+        )
+
+    def pipeline(self, transaction: bool = True, shard_hint: str | None = None) -> Pipeline:
+        pipe = TimedPipeline(self.connection_pool, self.response_callbacks, transaction, shard_hint)
+        pipe.timing = self.timing
+        return pipe
