@@ -5,14 +5,16 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from enum import StrEnum
-from typing import Annotated, Any, ClassVar, Protocol
+from typing import Annotated, Any, ClassVar, Protocol, runtime_checkable
 
 import aiohttp
 from aiohttp import web
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, SecretStr
 
 from adapters.normalized import GenerationRequest
+from adapters.normalized_tune import TuneRequest
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
 _UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, None: 1}
@@ -160,6 +162,68 @@ class Adapter(Protocol):
     async def probe(self, session: aiohttp.ClientSession) -> Probe:
         """A cheap health and queue check; never a real generation."""
         ...
+
+
+@dataclass
+class TunePlan:
+    """How one backend would train a tune: the provider's fields plus what had to change."""
+
+    fields: dict[str, Any]  # provider field names; images still as URLs or data: URIs
+    token: str  # the word a prompt must contain for the tune to show
+    warnings: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class TuneResult:
+    """A provider's answer about one tune, from a create, a callback or a poll."""
+
+    state: ResultState
+    provider_id: str | None = None
+    token: str | None = None
+    eta: datetime | None = None
+    trained_at: datetime | None = None
+    expires_at: datetime | None = None
+    error_message: str | None = None
+
+
+@runtime_checkable
+class Trainer(Protocol):
+    """The optional training capability: an adapter that also has these can train tunes.
+
+    The gateway asks `trainer_of(adapter)`; nothing else needs to know which providers
+    train. Errors are the same `ProviderError` family as for generations.
+    """
+
+    def plan_tune(self, request: TuneRequest) -> TunePlan:
+        """Convert a tune request; raise `Unsupported` when this backend cannot train it."""
+        ...
+
+    async def submit_tune(
+        self, session: aiohttp.ClientSession, plan: TunePlan, callback: Callback
+    ) -> TuneResult:
+        """Start training; raise a `ProviderError` when the provider did not take it."""
+        ...
+
+    def parse_tune_webhook(self, body: bytes) -> TuneResult:
+        """Read the provider's tune callback; raise `ProviderBadAnswer` when unreadable."""
+        ...
+
+    async def poll_tune(self, session: aiohttp.ClientSession, provider_id: str) -> TuneResult:
+        """Ask the provider where a tune stands."""
+        ...
+
+    async def delete_tune(self, session: aiohttp.ClientSession, provider_id: str) -> None:
+        """Cancel or delete a tune at the provider; raise a `ProviderError` when refused."""
+        ...
+
+    def plan_on_tune(self, request: GenerationRequest, provider_id: str) -> Plan:
+        """Convert a generation that prompts one of this backend's trained tunes."""
+        ...
+
+
+def trainer_of(adapter: Adapter) -> Trainer | None:
+    """The adapter's training capability, or None when it cannot train."""
+    return adapter if isinstance(adapter, Trainer) else None
 
 
 class SimulatorSettings(BaseModel):

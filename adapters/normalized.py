@@ -116,6 +116,26 @@ def _image_ref(value: str) -> str:
 
 
 ImageRef = Annotated[str, AfterValidator(_image_ref)]
+
+
+def check_webhook_url(value: str | None, info: ValidationInfo) -> str | None:
+    """A callback URL: absolute https, or http where the validation context allows it."""
+    if value is None:
+        return None
+    allow_http = bool(info.context and info.context.get("allow_http"))
+    if not _HTTP_URL.match(value):
+        raise ValueError("must be an absolute https URL")
+    if value[:5].lower() != "https" and not allow_http:
+        raise ValueError("must use https (plain http is not allowed by this gateway)")
+    return value
+
+
+def check_metadata(value: dict[str, Any] | None) -> dict[str, Any] | None:
+    if value is not None and len(orjson.dumps(value)) > MAX_METADATA_BYTES:
+        raise ValueError(f"must be at most {MAX_METADATA_BYTES} bytes as JSON")
+    return value
+
+
 Name = Annotated[str, Field(min_length=1, max_length=200)]
 
 
@@ -180,21 +200,12 @@ class GenerationRequest(Strict):
     @field_validator("webhook_url")
     @classmethod
     def _webhook_url(cls, value: str | None, info: ValidationInfo) -> str | None:
-        if value is None:
-            return None
-        allow_http = bool(info.context and info.context.get("allow_http"))
-        if not _HTTP_URL.match(value):
-            raise ValueError("must be an absolute https URL")
-        if value[:5].lower() != "https" and not allow_http:
-            raise ValueError("must use https (plain http is not allowed by this gateway)")
-        return value
+        return check_webhook_url(value, info)
 
     @field_validator("metadata")
     @classmethod
     def _metadata_size(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
-        if value is not None and len(orjson.dumps(value)) > MAX_METADATA_BYTES:
-            raise ValueError(f"must be at most {MAX_METADATA_BYTES} bytes as JSON")
-        return value
+        return check_metadata(value)
 
     @model_validator(mode="after")
     def _consistent(self) -> Self:

@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from gateway.api import backends, deliveries, generations, health, openapi, webhooks
+from gateway.api import backends, deliveries, generations, health, openapi, tunes, webhooks
 from gateway.config import Settings
 from gateway.context import METRICS, SERVICES, SETTINGS
 from gateway.middleware import make_middlewares
@@ -34,6 +34,7 @@ def create_app(settings: Settings, *, metrics: Metrics | None = None) -> web.App
 
     app.cleanup_ctx.append(services_ctx)
     generations.add_routes(app)
+    tunes.add_routes(app)  # before webhooks: its callback route is the more specific one
     webhooks.add_routes(app)
     backends.add_routes(app)
     deliveries.add_routes(app)

@@ -192,6 +192,17 @@ class Jobs(Section):
     max_body_bytes: int = Field(default=8 * 1024 * 1024, ge=1024)
 
 
+class Tunes(Section):
+    """Fine-tunes (`/v1/tunes`): image counts accepted, and how long training may take."""
+
+    min_images: int = Field(default=1, ge=1, le=50)
+    max_images: int = Field(default=50, ge=1, le=50)
+    training_timeout: Seconds = Field(
+        default=6 * 3600.0, gt=0, description="Seconds after acceptance before a tune fails."
+    )
+    max_wait: Seconds = Field(default=60.0, gt=0, description="Longest `?wait=` on a tune.")
+
+
 class Settings(Section):
     public_url: HttpUrl
     store: str = Field(default="memory://", pattern=r"^(redis|rediss|unix|memory)://")
@@ -200,6 +211,7 @@ class Settings(Section):
     routing: Routing = Routing()
     outbound: Outbound = Outbound()
     jobs: Jobs = Jobs()
+    tunes: Tunes = Tunes()
     tenants: list[Tenant] = Field(min_length=1)
     backends: list[Backend] = Field(min_length=1)
     log_level: Literal["debug", "info", "warning", "error"] = "info"

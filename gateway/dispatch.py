@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 
 import aiohttp
@@ -63,6 +63,7 @@ class Dispatcher:
         session: aiohttp.ClientSession,
         held: HeldReservations,
         metrics: Metrics,
+        evaluate: Callable[[str, GenerationRequest], Awaitable[Eligible]] | None = None,
     ) -> None:
         self._settings = settings
         self._router = router
@@ -72,6 +73,7 @@ class Dispatcher:
         self._session = session
         self._held = held
         self._metrics = metrics
+        self._evaluate = evaluate  # eligibility that needs the store (e.g. tune models)
         budget = settings.routing.retry_budget
         self.budget = RetryBudget(budget.ratio, budget.min_retries)
 
@@ -91,7 +93,11 @@ class Dispatcher:
             request = GenerationRequest.model_validate(
                 record.request, context={"allow_http": self._settings.outbound.allow_http}
             )
-            eligible = self._eligibility.evaluate(record.tenant, request)
+            eligible = (
+                await self._evaluate(record.tenant, request)
+                if self._evaluate is not None
+                else self._eligibility.evaluate(record.tenant, request)
+            )
         if not eligible.candidates:
             saved = await self._give_up(
                 record.id, [], record.next_track, "no_eligible_backend",

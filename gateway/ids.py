@@ -1,7 +1,8 @@
-"""Job ids, track ids and per-submission webhook tokens.
+"""Job and tune ids, track ids and per-submission webhook tokens.
 
 A job id carries its store shard in its first hex digit (`gen_<shard><rest>`), and a track
-id is `<job id>.<n>`, so an incoming webhook finds its job's shard without a lookup.
+id is `<job id>.<n>`, so an incoming webhook finds its job's shard without a lookup. Tune
+ids (`tune_<shard><rest>`) and their track ids follow the same rules.
 """
 
 from __future__ import annotations
@@ -15,17 +16,24 @@ SHARDS = 16
 _HEX = "0123456789abcdef"
 _JOB_ID = re.compile(r"^gen_[0-9a-f]{24}$")
 _TRACK_ID = re.compile(r"^(gen_[0-9a-f]{24})\.(\d{1,4})$")
+_TUNE_ID = re.compile(r"^tune_[0-9a-f]{24}$")
+_TUNE_TRACK_ID = re.compile(r"^(tune_[0-9a-f]{24})\.(\d{1,4})$")
 
 
-def new_job_id(shard: int | None = None) -> str:
+def new_job_id(shard: int | None = None, prefix: str = "gen") -> str:
     rest = secrets.token_hex(12)
     if shard is not None:
         rest = _HEX[shard] + rest[1:]
-    return f"gen_{rest}"
+    return f"{prefix}_{rest}"
 
 
-def shard_of(job_id: str) -> int:
-    return _HEX.index(job_id[4])
+def new_tune_id(shard: int | None = None) -> str:
+    return new_job_id(shard, "tune")
+
+
+def shard_of(record_id: str) -> int:
+    """The shard of a job or tune id: the first of its 24 hex digits."""
+    return _HEX.index(record_id[-24])
 
 
 def shard_for(*parts: str) -> int:
@@ -36,6 +44,15 @@ def shard_for(*parts: str) -> int:
 
 def is_job_id(value: str) -> bool:
     return bool(_JOB_ID.match(value))
+
+
+def is_tune_id(value: str) -> bool:
+    return bool(_TUNE_ID.match(value))
+
+
+def parse_tune_track_id(value: str) -> tuple[str, int] | None:
+    match = _TUNE_TRACK_ID.match(value)
+    return (match.group(1), int(match.group(2))) if match else None
 
 
 def track_id(job_id: str, n: int) -> str:

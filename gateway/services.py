@@ -25,6 +25,7 @@ from gateway.relay.dead_letters import DeadLetters
 from gateway.relay.guard import GuardedResolver, OutboundGuard
 from gateway.relay.sender import Sender
 from gateway.relay.signing import secret_key
+from gateway.relay.sources import DeliverySources
 from gateway.relay.worker import Relay
 from gateway.shared_gauges import SharedGauges
 from gateway.store import Store, open_store
@@ -35,6 +36,7 @@ from gateway.store.jobs import JobStore
 from gateway.store.queue import GatewayQueue
 from gateway.store.ratelimit import RateLimiter
 from gateway.store.schedules import Schedules
+from gateway.tunes.service import Tunes, build_tunes
 from observability.metrics import Metrics
 from routing.backends import Backend
 from routing.eligibility import Eligibility
@@ -70,6 +72,8 @@ class Services:
     sync: FleetSync
     held: HeldReservations
     dead_letters: DeadLetters
+    tunes: Tunes
+    deliveries: DeliverySources
     store_health: StoreHealth
     shared_gauges: SharedGauges
     background: Background
@@ -166,6 +170,17 @@ async def build_services(settings: Settings, metrics: Metrics) -> Services:
     eligibility = Eligibility(
         list(backends.values()), {t.name: t.backends for t in settings.tenants}
     )
+    tunes = build_tunes(
+        settings=settings,
+        store=store,
+        backends=backends,
+        eligibility=eligibility,
+        router=router,
+        session=provider_session,
+        metrics=metrics,
+        background=background,
+    )
+    deliveries = DeliverySources(jobs, tunes.store)
     dispatcher = Dispatcher(
         settings=settings,
         router=router,
@@ -175,6 +190,7 @@ async def build_services(settings: Settings, metrics: Metrics) -> Services:
         session=provider_session,
         held=held,
         metrics=metrics,
+        evaluate=tunes.models.evaluate,  # resolves `model: tune:<id>` on a later dispatch
     )
     events = JobEvents(store)
     runner = QueueRunner(
@@ -225,7 +241,7 @@ async def build_services(settings: Settings, metrics: Metrics) -> Services:
         relay=Relay(
             consumer=instance_id,
             outbound=settings.outbound,
-            jobs=jobs,
+            jobs=deliveries,
             schedules=schedules,
             sender=Sender(outbound_session, guard, settings.outbound.timeout),
             tenant_keys={
@@ -246,7 +262,9 @@ async def build_services(settings: Settings, metrics: Metrics) -> Services:
             metrics=metrics,
         ),
         held=held,
-        dead_letters=DeadLetters(jobs),
+        dead_letters=DeadLetters(deliveries),
+        tunes=tunes,
+        deliveries=deliveries,
         store_health=StoreHealth(store),
         shared_gauges=SharedGauges(
             jobs=jobs, queue=queue, tenants=[t.name for t in settings.tenants], metrics=metrics
@@ -272,3 +290,4 @@ async def start_background(services: Services) -> None:
     bg.start("relay-read", services.relay.read_loop)
     bg.start("relay-maintenance", services.relay.maintenance_loop)
     bg.start("shared-gauges", services.shared_gauges.run)
+    bg.start("tune-poller", services.tunes.poller.run)

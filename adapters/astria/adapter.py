@@ -7,7 +7,7 @@ from typing import Any, ClassVar
 import aiohttp
 import orjson
 
-from adapters.astria import answers, wire
+from adapters.astria import answers, training, wire
 from adapters.astria.convert import AstriaOptions, plan, tune_of
 from adapters.base import (
     Callback,
@@ -18,6 +18,8 @@ from adapters.base import (
     ResultState,
     Submission,
     Target,
+    TunePlan,
+    TuneResult,
 )
 from adapters.errors import (
     ProviderBadAnswer,
@@ -28,6 +30,7 @@ from adapters.errors import (
 )
 from adapters.http import call_json
 from adapters.normalized import GenerationRequest
+from adapters.normalized_tune import TuneRequest
 
 
 class AstriaAdapter:
@@ -48,33 +51,64 @@ class AstriaAdapter:
     ) -> ProviderResult:
         tune_id = tune_of(submission.endpoint)
         json_body, form = wire.encode({**submission.body, "callback": callback.url})
-        try:
-            _, data = await self._call(
-                session,
-                "POST",
-                submission.endpoint,
-                self.options.timeout,
-                json=json_body,
-                data=form,
-            )
-        except ProviderServerError as exc:
-            # Astria's 504 means the prompt was probably created; resubmitting could bill
-            # twice.
-            if exc.status == 504:
-                raise ProviderMaybeAccepted(exc.message, status=504) from exc
-            raise
+        data = await self._create(session, submission.endpoint, json_body, form)
         result = answers.read_prompt(data, tune_id)
         if result.state is ResultState.FAILED:
             # Refused at creation: the request itself is at fault, no other key will differ.
             raise ProviderRejected(result.error_message or "prompt refused")
         return result
 
-    def parse_webhook(self, body: bytes) -> ProviderResult:
+    async def _create(
+        self,
+        session: aiohttp.ClientSession,
+        path: str,
+        json_body: dict[str, Any] | None,
+        form: aiohttp.FormData | None,
+    ) -> Any:
         try:
-            data = orjson.loads(body)
-        except orjson.JSONDecodeError as exc:
-            raise ProviderBadAnswer(f"callback body is not JSON ({exc.msg})") from exc
-        return answers.read_prompt(data)
+            _, data = await self._call(
+                session, "POST", path, self.options.timeout, json=json_body, data=form
+            )
+        except ProviderServerError as exc:
+            # Astria's 504 means the object was probably created; resubmitting could bill
+            # twice.
+            if exc.status == 504:
+                raise ProviderMaybeAccepted(exc.message, status=504) from exc
+            raise
+        return data
+
+    def parse_webhook(self, body: bytes) -> ProviderResult:
+        return answers.read_prompt(_json(body))
+
+    # -- training (the optional Trainer capability) ----------------------------------
+
+    def plan_tune(self, request: TuneRequest) -> TunePlan:
+        return training.plan_tune(request, self.target)
+
+    async def submit_tune(
+        self, session: aiohttp.ClientSession, plan: TunePlan, callback: Callback
+    ) -> TuneResult:
+        json_body, form = wire.encode_tune({**plan.fields, "callback": callback.url})
+        result = training.read_tune(await self._create(session, training.TUNES, json_body, form))
+        if result.state is ResultState.FAILED:
+            raise ProviderRejected(result.error_message or "tune refused")
+        return result
+
+    def parse_tune_webhook(self, body: bytes) -> TuneResult:
+        return training.read_tune(_json(body))
+
+    async def poll_tune(self, session: aiohttp.ClientSession, provider_id: str) -> TuneResult:
+        path = training.tune_path(provider_id)
+        _, data = await self._call(session, "GET", path, self.options.poll_timeout)
+        return training.read_tune(data)
+
+    async def delete_tune(self, session: aiohttp.ClientSession, provider_id: str) -> None:
+        path = training.tune_path(provider_id)
+        # Already gone at the provider is as good as deleted.
+        await self._call(session, "DELETE", path, self.options.poll_timeout, accept_statuses=(404,))
+
+    def plan_on_tune(self, request: GenerationRequest, provider_id: str) -> Plan:
+        return plan(request, self.target, self.options, tune_id=provider_id)
 
     async def poll(self, session: aiohttp.ClientSession, provider_id: str) -> ProviderResult:
         tune_id, prompt_id = answers.split_provider_id(provider_id)
@@ -105,6 +139,7 @@ class AstriaAdapter:
         *,
         json: Any = None,
         data: Any = None,
+        accept_statuses: tuple[int, ...] = (),
     ) -> tuple[int, Any]:
         return await call_json(
             session,
@@ -115,4 +150,12 @@ class AstriaAdapter:
             headers={"Authorization": f"Bearer {self._key}"},
             timeout=timeout,
             secrets=(self._key,),
+            accept_statuses=accept_statuses,
         )
+
+
+def _json(body: bytes) -> Any:
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise ProviderBadAnswer(f"callback body is not JSON ({exc.msg})") from exc

@@ -66,7 +66,7 @@ def _in_range(fields: dict[str, Any], name: str, bounds: tuple[float, float], wh
         raise Invalid(name, f"must be in the range {low:g}-{high:g}")
 
 
-def _one_of(fields: dict[str, Any], name: str, allowed: tuple[str, ...], nullable: bool) -> None:
+def one_of(fields: dict[str, Any], name: str, allowed: tuple[str, ...], nullable: bool) -> None:
     value = fields.get(name)
     if value is None and nullable:
         return
@@ -74,7 +74,7 @@ def _one_of(fields: dict[str, Any], name: str, allowed: tuple[str, ...], nullabl
         raise Invalid(name, f"must be one of: {', '.join(allowed)}")
 
 
-def _url(fields: dict[str, Any], name: str) -> None:
+def url_field(fields: dict[str, Any], name: str) -> None:
     value = fields.get(name)
     if value in (None, ""):
         return
@@ -119,17 +119,17 @@ def _validate(fields: dict[str, Any]) -> None:
     for name in tables.NEEDS_SUPER_RESOLUTION:
         if flags[name] and not boolean(fields, "super_resolution"):
             raise Invalid(name, "requires super_resolution")
-    _one_of(fields, "aspect_ratio", tuple(tables.ASPECT_RATIOS.values()), True)
-    _one_of(fields, "scheduler", tables.SCHEDULER_NAMES, True)
-    _one_of(fields, "style", tuple(tables.STYLES.values()), True)
-    _one_of(fields, "color_grading", tuple(tables.COLOR_GRADINGS.values()), True)
-    _one_of(fields, "controlnet", tuple(tables.CONTROLNETS.values()), True)
+    one_of(fields, "aspect_ratio", tuple(tables.ASPECT_RATIOS.values()), True)
+    one_of(fields, "scheduler", tables.SCHEDULER_NAMES, True)
+    one_of(fields, "style", tuple(tables.STYLES.values()), True)
+    one_of(fields, "color_grading", tuple(tables.COLOR_GRADINGS.values()), True)
+    one_of(fields, "controlnet", tuple(tables.CONTROLNETS.values()), True)
     if fields.get("backend_version") is not None:
         version = number(fields, "backend_version", whole=True)
         if version not in tables.BACKEND_VERSIONS:
             raise Invalid("backend_version", "must be null or 1")
     for name in ("callback", "input_image_url", "mask_image_url"):
-        _url(fields, name)
+        url_field(fields, name)
     _images(fields)
 
 

@@ -41,9 +41,17 @@ def tune_of(submission_endpoint: str) -> str:
     return parts[1]
 
 
-def plan(request: GenerationRequest, target: Target, options: AstriaOptions) -> Plan:
+def plan(
+    request: GenerationRequest,
+    target: Target,
+    options: AstriaOptions,
+    *,
+    tune_id: str | None = None,
+) -> Plan:
+    """`tune_id`, when given, is the tune to prompt (a gateway-trained one) in place of
+    the backend's `models` map."""
     notes = Notes(PROVIDER)
-    tune_id = target.models.get(request.model)
+    tune_id = tune_id or target.models.get(request.model)
     if tune_id is None:
         raise Unsupported({"model": f"backend {target.name} has no model {request.model!r}"})
     if not _TUNE_ID.match(tune_id):

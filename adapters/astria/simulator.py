@@ -2,7 +2,8 @@
 
 Routes sit at the origin root, as on api.astria.ai: `POST /tunes/{id}/prompts` (JSON
 `{"prompt": {...}}` or multipart `prompt[field]` with image files), `GET
-/tunes/{id}/prompts/{prompt_id}`, `GET /tunes/{id}` and `GET /tunes`. Every call needs
+/tunes/{id}/prompts/{prompt_id}`, `POST /tunes`, `GET /tunes/{id}`, `DELETE /tunes/{id}`
+and `GET /tunes` (training: see sim_tunes.py). Every call needs
 `Authorization: Bearer <one of settings.api_keys>`.
 
 A prompt is answered at once with `images: []` and generated on the engine's queue; when
@@ -10,21 +11,21 @@ done, its `callback` receives `{"prompt": {...}}` with `images`, or with `user_e
 the generation failed. `instant_threshold` is ignored: Astria never answers with images.
 
 Faults: of the submits `fail_rate` picks, the answers cycle through `SERVER_ERROR_CYCLE`.
-A 504 is Astria's "probably accepted": the prompt is created (and called back) exactly as
-without the fault, but the client gets a gateway-timeout page instead of the object.
+A 504 is Astria's "probably accepted": the prompt (or tune) is created and called back
+exactly as without the fault, but the client gets a gateway-timeout page instead.
 """
 
 from __future__ import annotations
 
 import itertools
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from datetime import UTC, datetime
 from typing import Any
 
 from aiohttp import web
 
-from adapters.astria import checks, tables
+from adapters.astria import checks, sim_tunes, tables, tune_checks
 from adapters.base import SimulatorSettings
 from adapters.simkit import Engine, Fault, SimJob, base_app, engine_key, pick_fault
 from adapters.simkit.faults import generic_fault_response
@@ -36,6 +37,9 @@ server_errors_key = web.AppKey("astria_server_errors", Iterator[int])
 
 def create_simulator(settings: SimulatorSettings) -> web.Application:
     async def on_finish(engine: Engine, job: SimJob) -> None:
+        if job.body.get("kind") == "tune":
+            sim_tunes.finished_tune(app, job)
+            return
         callback = job.body["fields"].get("callback")
         if callback:
             engine.send_callback(callback, {"prompt": prompt_object(engine, job)})
@@ -44,16 +48,25 @@ def create_simulator(settings: SimulatorSettings) -> web.Application:
     app[server_errors_key] = itertools.cycle(SERVER_ERROR_CYCLE)
     app.router.add_post("/tunes/{tune_id}/prompts", _create_prompt)
     app.router.add_get("/tunes/{tune_id}/prompts/{prompt_id}", _get_prompt)
+    app.router.add_post("/tunes", _create_tune)
     app.router.add_get("/tunes/{tune_id}", _get_tune)
+    app.router.add_delete("/tunes/{tune_id}", _delete_tune)
+    sim_tunes.add_tune_routes(app)
     app.router.add_get("/tunes", _list_tunes)
     return app
 
 
 def _authorized(request: web.Request) -> bool:
+    return _api_key(request) is not None
+
+
+def _api_key(request: web.Request) -> str | None:
     header = request.headers.get("Authorization", "")
     scheme, _, token = header.partition(" ")
     keys = request.app[engine_key].settings.api_keys
-    return scheme.lower() == "bearer" and token.strip() in keys
+    if scheme.lower() == "bearer" and token.strip() in keys:
+        return token.strip()
+    return None
 
 
 def _error(status: int, message: str) -> web.Response:
@@ -66,6 +79,16 @@ def _invalid(problem: checks.Invalid) -> web.Response:
 
 
 async def _create_prompt(request: web.Request) -> web.Response:
+    return await _with_faults(request, _accept)
+
+
+async def _create_tune(request: web.Request) -> web.Response:
+    return await _with_faults(request, _accept_tune)
+
+
+async def _with_faults(
+    request: web.Request, accept: Callable[[web.Request, Engine], Awaitable[web.Response]]
+) -> web.Response:
     engine = request.app[engine_key]
     gateway_timeout = False
     fault = pick_fault(engine)
@@ -83,7 +106,7 @@ async def _create_prompt(request: web.Request) -> web.Response:
     elif fault is not None:
         return await generic_fault_response(engine, fault)
 
-    answer = await _accept(request, engine)
+    answer = await accept(request, engine)
     if gateway_timeout:
         # The work (if valid) is done; only the answer is lost on its way back.
         return web.Response(status=504, text=_GATEWAY_TIMEOUT_PAGE, content_type="text/html")
@@ -114,7 +137,35 @@ async def _accept(request: web.Request, engine: Engine) -> web.Response:
     job = engine.enqueue(
         SimJob(job_id, work, images, {"tune_id": int(tune_id), "fields": stored, "created": now})
     )
+    trained = sim_tunes.find_tune(request, tune_id)
+    if trained is not None:
+        trained.prompts.append(job_id)
     return web.json_response(prompt_object(engine, job))
+
+
+async def _accept_tune(request: web.Request, engine: Engine) -> web.Response:
+    key = _api_key(request)
+    if key is None:
+        return _error(401, "Unauthorized")
+    try:
+        fields, received = await sim_tunes.read_tune_fields(request)
+    except checks.Invalid as unreadable:
+        engine.stats["rejected"] += 1
+        return _invalid(unreadable)
+    problem = tune_checks.validate(fields)
+    if problem is not None:
+        engine.stats["rejected"] += 1
+        return _invalid(problem)
+    return web.json_response(sim_tunes.create_tune(request, key, fields, received))
+
+
+async def _delete_tune(request: web.Request) -> web.Response:
+    if not _authorized(request):
+        return _error(401, "Unauthorized")
+    gone = sim_tunes.delete_tune(request, request.match_info["tune_id"].removesuffix(".json"))
+    if gone is None:
+        return _error(404, "Tune not found")
+    return web.json_response(gone)
 
 
 async def _read_fields(request: web.Request) -> dict[str, Any]:
@@ -213,7 +264,7 @@ async def _get_prompt(request: web.Request) -> web.Response:
         return _error(401, "Unauthorized")
     prompt_id = request.match_info["prompt_id"].removesuffix(".json")
     job = engine.jobs.get(prompt_id)
-    if job is None or str(job.body["tune_id"]) != request.match_info["tune_id"]:
+    if job is None or str(job.body.get("tune_id")) != request.match_info["tune_id"]:
         return _error(404, "Prompt not found")
     return web.json_response(prompt_object(engine, job))
 
@@ -225,6 +276,10 @@ async def _get_tune(request: web.Request) -> web.Response:
     tune_id = request.match_info["tune_id"].removesuffix(".json")
     if not tune_id.isdigit():
         return _error(404, "Tune not found")
+    trained = sim_tunes.find_tune(request, tune_id)
+    if trained is not None:
+        return web.json_response(sim_tunes.tune_object(engine, trained))
+    # Any other id stands for a gallery or operator-made tune that exists already.
     return web.json_response(
         {
             "id": int(tune_id),
@@ -241,4 +296,6 @@ async def _get_tune(request: web.Request) -> web.Response:
 async def _list_tunes(request: web.Request) -> web.Response:
     if not _authorized(request):
         return _error(401, "Unauthorized")
-    return web.json_response([])
+    engine, book = request.app[engine_key], request.app[sim_tunes.tunes_key]
+    newest_first = reversed(list(book.tunes.values()))
+    return web.json_response([sim_tunes.tune_object(engine, tune) for tune in newest_first])

@@ -73,3 +73,35 @@ def encode(fields: dict[str, Any]) -> tuple[dict[str, Any] | None, aiohttp.FormD
             filename=upload.filename,
         )
     return None, form
+
+
+def encode_tune(fields: dict[str, Any]) -> tuple[dict[str, Any] | None, aiohttp.FormData | None]:
+    """A tune's fields: JSON `{"tune": {...}}` when every image is a URL, else multipart.
+
+    Multipart spells nested values the Rails way, as the seed's curl examples do:
+    `tune[images][]` (one file each), `tune[image_urls][]`, `tune[characteristics][key]`.
+    """
+    uploads = fields.get("images")
+    if not uploads:
+        return {"tune": fields}, None
+    form = aiohttp.FormData()
+    for name, value in fields.items():
+        if name == "images" or value is None:
+            continue
+        if isinstance(value, list):
+            for item in value:
+                form.add_field(f"tune[{name}][]", form_value(item))
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                form.add_field(f"tune[{name}][{key}]", form_value(item))
+        else:
+            form.add_field(f"tune[{name}]", form_value(value))
+    for uri in uploads:
+        upload = decode_data_uri(uri)
+        form.add_field(
+            "tune[images][]",
+            upload.data,
+            content_type=upload.content_type,
+            filename=upload.filename,
+        )
+    return None, form

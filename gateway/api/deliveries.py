@@ -83,7 +83,8 @@ async def list_dead(request: web.Request) -> web.Response:
 async def replay_one(request: web.Request) -> web.Response:
     s = services(request)
     job_id = request.match_info["id"]
-    current = await s.jobs.get(job_id) if ids.is_job_id(job_id) else None
+    known = ids.is_job_id(job_id) or ids.is_tune_id(job_id)
+    current = await s.deliveries.get(job_id) if known else None
     if current is None:
         raise NotFound(f"no job {job_id}")
     _caller(request, current.record.tenant)

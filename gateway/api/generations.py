@@ -28,6 +28,7 @@ from gateway.jobs import transitions
 from gateway.jobs.model import Job, JobRecord, JobStatus, utcnow
 from gateway.jobs.updater import Change
 from gateway.store.jobs import Versioned
+from gateway.tunes.generate import TuneUnusable, is_tune_model
 from observability.metrics import provider_clock
 from routing.eligibility import Eligible, NotAllowed
 
@@ -78,7 +79,7 @@ async def _submit(request: web.Request) -> web.Response:
                 f"tenant {tenant.name} is over its rate limit",
                 headers={"Retry-After": str(max(1, int(wait + 0.999)))},
             )
-    eligible = _eligible(request, tenant.name, body)
+    eligible = await _eligible(request, tenant.name, body)
 
     idempotency = request.headers.get("Idempotency-Key")
     shard = None
@@ -134,10 +135,17 @@ async def _submit(request: web.Request) -> web.Response:
     return job_response(job, 202, {"Location": f"/v1/generations/{job.id}"})
 
 
-def _eligible(request: web.Request, tenant: str, body: GenerationRequest) -> Eligible:
+async def _eligible(request: web.Request, tenant: str, body: GenerationRequest) -> Eligible:
     s = services(request)
     try:
-        eligible = s.eligibility.evaluate(tenant, body)
+        if is_tune_model(body.model):
+            eligible = await s.tunes.models.require(tenant, body)
+        else:
+            eligible = s.eligibility.evaluate(tenant, body)
+    except TuneUnusable as exc:
+        raise InvalidRequest(
+            f"{exc.field}: {exc.message}", details=[field_detail(exc.field, exc.message)]
+        ) from None
     except NotAllowed as exc:
         names = ", ".join(exc.names)
         raise InvalidRequest(

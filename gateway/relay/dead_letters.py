@@ -5,9 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from gateway.jobs.model import DeliveryAttempt, DeliveryState, JobRecord
+from gateway.jobs.model import DeliveryAttempt, DeliveryState
 from gateway.relay.events import webhook_id
-from gateway.store.jobs import Conflict, JobStore, Versioned
+from gateway.relay.sources import DeliverySources, Found, Record
+from gateway.store.jobs import Conflict
 
 
 @dataclass(frozen=True)
@@ -25,7 +26,7 @@ class NotReplayable(Exception):
 
 
 class DeadLetters:
-    def __init__(self, jobs: JobStore) -> None:
+    def __init__(self, jobs: DeliverySources) -> None:
         self._jobs = jobs
 
     async def list(self, tenant: str, since: float = 0.0, limit: int = 100) -> list[DeadLetter]:
@@ -47,7 +48,7 @@ class DeadLetters:
             )
         return letters
 
-    async def replay(self, current: Versioned) -> JobRecord:
+    async def replay(self, current: Found) -> Record:
         """Deliver a dead-lettered webhook again: same id, same body, a fresh schedule."""
         for _ in range(8):
             record = current.record.model_copy(deep=True)

@@ -18,10 +18,11 @@ import structlog
 
 from gateway.background import Background
 from gateway.config import Outbound
-from gateway.jobs.model import DeliveryAttempt, DeliveryState, JobRecord, utcnow
+from gateway.jobs.model import DeliveryAttempt, DeliveryState, utcnow
 from gateway.relay.events import webhook_id
 from gateway.relay.sender import Sender, Verdict
-from gateway.store.jobs import Conflict, DeliveryAction, JobStore, Versioned
+from gateway.relay.sources import DeliverySources, Found, Record
+from gateway.store.jobs import Conflict, DeliveryAction
 from gateway.store.schedules import DeliveryEntry, Schedules
 from observability.logging import get_logger
 from observability.metrics import Metrics
@@ -39,7 +40,7 @@ class Relay:
         *,
         consumer: str,
         outbound: Outbound,
-        jobs: JobStore,
+        jobs: DeliverySources,
         schedules: Schedules,
         sender: Sender,
         tenant_keys: Mapping[str, bytes],
@@ -145,7 +146,7 @@ class Relay:
     async def _record(
         self,
         entry: DeliveryEntry,
-        current: Versioned,
+        current: Found,
         attempt: DeliveryAttempt,
         action: DeliveryAction,
         due: float,
@@ -173,7 +174,7 @@ class Relay:
         log.error("delivery_record_conflict", job_id=current.record.id)
 
     def _next_step(
-        self, record: JobRecord, verdict: Verdict, retry_after: float | None
+        self, record: Record, verdict: Verdict, retry_after: float | None
     ) -> tuple[DeliveryAction, float]:
         if verdict is Verdict.DELIVERED:
             return "done", 0.0

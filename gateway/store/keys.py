@@ -7,7 +7,10 @@ Hash tags keep each Lua script's keys in one Cluster slot:
 - `{fleet}`: backend reservations and health, so a reservation across candidates is one
   atomic script;
 - `{queue}`: the gateway queue (fair across tenants) for jobs no backend can take yet;
-- `{rl:<tenant>}`: a tenant's rate-limit bucket.
+- `{rl:<tenant>}`: a tenant's rate-limit bucket;
+- tunes live in the job shards too (`{j<hex>}:tune:<id>`, with their own poll schedule),
+  so their client webhooks go through the same delivery streams; `{tunes:<tenant>}`
+  indexes a tenant's tunes by creation time for listing.
 """
 
 from __future__ import annotations
@@ -73,3 +76,20 @@ def queue_tenants() -> str:
 
 def queue_clock() -> str:
     return f"{PREFIX}:{{queue}}:virtual-time"
+
+
+def tune(tune_id: str) -> str:
+    return f"{_shard(shard_of(tune_id))}:tune:{tune_id}"
+
+
+def tune_polls(shard: int) -> str:
+    return f"{_shard(shard)}:tune-polls"
+
+
+def tune_index(tenant: str) -> str:
+    return f"{PREFIX}:{{tunes:{tenant}}}:index"
+
+
+def tune_load() -> str:
+    """Per backend: epoch seconds when the last training it accepted should be done."""
+    return f"{PREFIX}:{{fleet}}:tune-load"

@@ -266,3 +266,11 @@ if KEYS[2] ~= KEYS[1] then redis.call('DEL', KEYS[2]) end
 redis.call('ZREM', KEYS[3], ARGV[1])
 return 1
 """
+
+# KEYS: the tune-load hash. ARGV: backend, epoch ms when its newest training should end.
+# Keeps the later of the stored and the given time.
+TUNE_LOAD = """
+local current = tonumber(redis.call('HGET', KEYS[1], ARGV[1]) or '0')
+if tonumber(ARGV[2]) > current then redis.call('HSET', KEYS[1], ARGV[1], ARGV[2]) end
+return 1
+"""

@@ -1,0 +1,1 @@
+"""Fine-tunes: train on a backend that can, relay the training callback, generate with it."""
