@@ -71,6 +71,7 @@ class TuneStore:
                 int(ttl * 1000),
                 int(poll_due * 1000),
                 record.id,
+                record.tenant,
             ],
         )
         if existing:
