@@ -88,8 +88,8 @@ class AstriaAdapter:
     async def submit_tune(
         self, session: aiohttp.ClientSession, plan: TunePlan, callback: Callback
     ) -> TuneResult:
-        json_body, form = wire.encode_tune({**plan.fields, "callback": callback.url})
-        result = training.read_tune(await self._create(session, training.TUNES, json_body, form))
+        form = wire.encode_tune({**plan.fields, "callback": callback.url})
+        result = training.read_tune(await self._create(session, training.TUNES, None, form))
         if result.state is ResultState.FAILED:
             raise ProviderRejected(result.error_message or "tune refused")
         return result

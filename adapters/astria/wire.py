@@ -75,16 +75,14 @@ def encode(fields: dict[str, Any]) -> tuple[dict[str, Any] | None, aiohttp.FormD
     return None, form
 
 
-def encode_tune(fields: dict[str, Any]) -> tuple[dict[str, Any] | None, aiohttp.FormData | None]:
-    """A tune's fields: JSON `{"tune": {...}}` when every image is a URL, else multipart.
+def encode_tune(fields: dict[str, Any]) -> aiohttp.FormData:
+    """A tune's fields as multipart/form-data, as the seed's curl examples send them.
 
-    Multipart spells nested values the Rails way, as the seed's curl examples do:
-    `tune[images][]` (one file each), `tune[image_urls][]`, `tune[characteristics][key]`.
+    Nested values are spelled the Rails way: `tune[images][]` (one file per data: image),
+    `tune[image_urls][]`, `tune[characteristics][key]`.
     """
-    uploads = fields.get("images")
-    if not uploads:
-        return {"tune": fields}, None
-    form = aiohttp.FormData()
+    # Always multipart, even without files (else aiohttp sends a urlencoded form).
+    form = aiohttp.FormData(default_to_multipart=True)
     for name, value in fields.items():
         if name == "images" or value is None:
             continue
@@ -96,7 +94,7 @@ def encode_tune(fields: dict[str, Any]) -> tuple[dict[str, Any] | None, aiohttp.
                 form.add_field(f"tune[{name}][{key}]", form_value(item))
         else:
             form.add_field(f"tune[{name}]", form_value(value))
-    for uri in uploads:
+    for uri in fields.get("images") or ():
         upload = decode_data_uri(uri)
         form.add_field(
             "tune[images][]",
@@ -104,4 +102,4 @@ def encode_tune(fields: dict[str, Any]) -> tuple[dict[str, Any] | None, aiohttp.
             content_type=upload.content_type,
             filename=upload.filename,
         )
-    return None, form
+    return form

@@ -83,8 +83,6 @@ def golden_fields(fields: dict[str, Any]) -> dict[str, Any]:
 
 def expected_wire_names(fields: dict[str, Any]) -> set[str]:
     """The field names Astria receives, as the seed spells them for each encoding."""
-    if not fields.get("images"):
-        return {f"tune[{name}]" for name in [*fields, "callback"]}
     names = {"tune[callback]"}
     for name, value in fields.items():
         if isinstance(value, list):
