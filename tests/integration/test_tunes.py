@@ -1,55 +1,260 @@
-"""Fine-tunes in one process: the API's answers, validation, generation with a tune."""
+"""Fine-tunes in one process: the API's answers, validation, callbacks, generation with a tune."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 from typing import Any
 
+import pytest
+from aiohttp import ClientSession
+from aiohttp.test_utils import TestClient
+
+from adapters.simkit.routes import PNG
+from gateway import ids
 from tests.conftest import Gateway, Simulator
 from tests.helpers import AUTH, OTHER_AUTH, Receiver, backend, eventually
 
-PNG = "data:image/png;base64," + base64.b64encode(b"\x89PNG\r\n\x1a\nfake-image-bytes").decode()
-FAST = {"webhook_deadline": 1, "poll_interval": 0.2}
+DATA = "data:image/png;base64," + base64.b64encode(PNG).decode()
+URLS = [f"https://images.example.com/face-{n}.jpg" for n in range(4)]
+FAST = {"webhook_deadline": 0.5, "poll_interval": 0.2}
+Client = TestClient[Any, Any]
 
 
-def astria(name: str, origin: str, **extra: Any) -> dict[str, Any]:
-    return backend(
-        name, origin, adapter="astria", models={"portrait": "690204"},
-        options={**FAST, **extra.pop("options", {})}, **extra,
-    )  # fmt: skip
+def astria(name: str, origin: str, **options: Any) -> dict[str, Any]:
+    models = {"realistic": "690204"}
+    return backend(name, origin, adapter="astria", models=models, options={**FAST, **options})
 
 
 def tune_body(**fields: Any) -> dict[str, Any]:
-    return {"name": "man", "branch": "fast", "images": [PNG] * 4, **fields}
+    return {"name": "man", "branch": "fast", "images": URLS, **fields}
+
+
+async def sim_stats(origin: str) -> dict[str, Any]:
+    async with ClientSession() as http, http.get(f"{origin}/_sim/stats") as resp:
+        stats: dict[str, Any] = await resp.json()
+        return stats
+
+
+async def trained(gw: Client, **fields: Any) -> dict[str, Any]:
+    resp = await gw.post("/v1/tunes", json=tune_body(**fields), headers=AUTH)
+    assert resp.status == 202, await resp.text()
+    tune = await resp.json()
+    resp = await gw.get(f"/v1/tunes/{tune['id']}", params={"wait": "15"}, headers=AUTH)
+    done: dict[str, Any] = await resp.json()
+    assert done["status"] == "succeeded", done
+    return done
 
 
 async def test_train_then_generate_with_the_tune(
     store_url: str, simulator: Simulator, gateway: Gateway, receiver: tuple[Receiver, str]
 ) -> None:
     recv, hook = receiver
-    origin, _sim = await simulator("astria", speed=0.05)
+    origin, _ = await simulator("astria", speed=0.05)
     gw = await gateway(store_url, [astria("astria-1", origin)])
-    resp = await gw.post("/v1/tunes", json=tune_body(webhook_url=hook), headers=AUTH)
-    assert resp.status == 202, await resp.text()
-    tune = await resp.json()
-    assert tune["status"] == "training"
-    assert tune["model"] == f"tune:{tune['id']}"
-    resp = await gw.get(f"/v1/tunes/{tune['id']}", params={"wait": "10"}, headers=AUTH)
-    done = await resp.json()
-    assert done["status"] == "succeeded", done
+    done = await trained(gw, webhook_url=hook, images=[DATA] * 4, metadata={"order": 7})
+    assert done["token"] == "ohwx"
     assert done["provider_tune_id"]
-    assert done["trained_at"]
-    assert done["expires_at"]
+    assert done["metadata"] == {"order": 7}
     await eventually(lambda: len(recv.deliveries) == 1)
     assert recv.deliveries[0]["payload"]["type"] == "tune.succeeded"
+    assert recv.deliveries[0]["payload"]["data"]["id"] == done["id"]
 
-    body = {"prompt": "ohwx man on the moon", "model": done["model"]}
+    body = {"prompt": "a man on the moon", "model": done["model"]}
     resp = await gw.post("/v1/generations", json=body, headers=AUTH)
     assert resp.status == 202, await resp.text()
     job = await resp.json()
+    assert any("lacks the tune's token 'ohwx'" in w for w in job["warnings"]), job
     resp = await gw.get(f"/v1/generations/{job['id']}", params={"wait": "10"}, headers=AUTH)
     assert (await resp.json())["status"] == "succeeded"
 
-    resp = await gw.post("/v1/generations", json=body, headers=OTHER_AUTH)
+
+@pytest.mark.parametrize(
+    ("fields", "field"),
+    [
+        ({"branch": "sd3"}, "branch"),
+        ({"images": []}, "images"),
+        ({"images": ["ftp://x/y.png"]}, "images[0]"),
+        ({"steps": 0}, "steps"),
+        ({"steps": 10_001}, "steps"),
+        ({"model_type": "dreambooth"}, "model_type"),
+        ({"preset": "flux-lora-slow"}, "preset"),
+        ({"token": "OHWX!"}, "token"),
+        ({"name": "42"}, "name"),
+        ({"face_crop": "maybe"}, "face_crop"),
+        ({"characteristics": {"Eye Color": "blue"}}, "characteristics"),
+        ({"title": ""}, "title"),
+        ({"base_model": "anime"}, "base_model"),
+        ({"backends": ["comfy-1"]}, "backends"),
+        ({"backends": ["nowhere"]}, "backends"),
+    ],
+)
+async def test_invalid_tunes_are_422s_naming_the_field(
+    fields: dict[str, Any], field: str, simulator: Simulator, gateway: Gateway
+) -> None:
+    origin, _ = await simulator("astria")
+    comfy = backend("comfy-1", "http://127.0.0.1:9", adapter="comfyui")
+    gw = await gateway("memory://", [astria("astria-1", origin), comfy])
+    resp = await gw.post("/v1/tunes", json=tune_body(**fields), headers=AUTH)
+    assert resp.status == 422, await resp.text()
+    error = (await resp.json())["error"]
+    assert field in {d["field"] for d in error["details"]}, error
+    assert (await sim_stats(origin))["submitted"] == 0
+
+
+async def test_only_non_training_backends_is_a_422_saying_none_can_train(
+    simulator: Simulator, gateway: Gateway
+) -> None:
+    origin, _ = await simulator("astria")
+    comfy = backend("comfy-1", "http://127.0.0.1:9", adapter="comfyui", tags=["gpu"])
+    gw = await gateway("memory://", [astria("astria-1", origin), comfy])
+    resp = await gw.post("/v1/tunes", json=tune_body(backends=["gpu"]), headers=AUTH)
     assert resp.status == 422
-    assert (await resp.json())["error"]["details"][0]["field"] == "model"
+    error = (await resp.json())["error"]
+    assert error["message"] == "no backend this request may use can train a tune"
+    assert error["details"][0] == {
+        "field": "backends", "backend": "comfy-1", "message": "comfyui backends cannot train",
+        "type": "unsupported",
+    }  # fmt: skip
+
+
+async def test_dropped_callback_is_replaced_by_polling(
+    redis_url: str, simulator: Simulator, gateway: Gateway, receiver: tuple[Receiver, str]
+) -> None:
+    recv, hook = receiver
+    origin, _ = await simulator("astria", speed=0.05, drop_webhook_rate=1)
+    gw = await gateway(redis_url, [astria("astria-1", origin)])
+    await trained(gw, webhook_url=hook)
+    assert (await sim_stats(origin))["webhooks_sent"] == 0
+    await eventually(lambda: len(recv.deliveries) == 1)
+
+
+async def test_a_callback_sent_three_times_finishes_the_tune_once(
+    redis_url: str, simulator: Simulator, gateway: Gateway, receiver: tuple[Receiver, str]
+) -> None:
+    recv, hook = receiver
+    origin, _ = await simulator("astria", speed=0.05, drop_webhook_rate=1)
+    # A long webhook_deadline: only the callbacks below can finish the tune.
+    gw = await gateway(redis_url, [astria("astria-1", origin, webhook_deadline=60)])
+    resp = await gw.post("/v1/tunes", json=tune_body(webhook_url=hook), headers=AUTH)
+    tune = await resp.json()
+    secret = await _secret(redis_url, tune["id"])
+    track = ids.track_id(tune["id"], 0)
+    url = f"/webhooks/astria-1/{track}?token={ids.submission_token(secret, track)}"
+    async with ClientSession() as http:
+        await eventually(lambda: _trained_at_sim(http, origin, tune["provider_tune_id"]))
+        async with http.get(
+            f"{origin}/tunes/{tune['provider_tune_id']}",
+            headers={"Authorization": "Bearer sim-key"},
+        ) as sim_resp:
+            body = {"tune": await sim_resp.json()}
+    answers = await asyncio.gather(*(gw.post(url, json=body) for _ in range(3)))
+    outcomes = sorted([(await a.json())["status"] for a in answers])
+    assert outcomes == ["applied", "duplicate", "duplicate"]
+    wrong = await gw.post(f"/webhooks/astria-1/{track}?token=0000", json=body)
+    assert wrong.status == 401
+    resp = await gw.get(f"/v1/tunes/{tune['id']}", headers=AUTH)
+    assert (await resp.json())["status"] == "succeeded"
+    await eventually(lambda: len(recv.deliveries) == 1)
+    await asyncio.sleep(0.5)
+    assert len(recv.deliveries) == 1
+
+
+async def _trained_at_sim(http: ClientSession, origin: str, provider_id: str) -> bool:
+    headers = {"Authorization": "Bearer sim-key"}
+    async with http.get(f"{origin}/tunes/{provider_id}", headers=headers) as resp:
+        return bool((await resp.json())["trained_at"])
+
+
+async def _secret(redis_url: str, tune_id: str) -> str:
+    from gateway.store import open_store
+    from gateway.tunes.store import TuneStore
+
+    store = await open_store(redis_url)
+    try:
+        found = await TuneStore(store, retention=60, training_timeout=60).get(tune_id)
+        assert found is not None
+        return found.record.secret
+    finally:
+        await store.close()
+
+
+async def test_unusable_tunes_are_422s_naming_model_and_reach_no_provider(
+    redis_url: str, simulator: Simulator, gateway: Gateway
+) -> None:
+    origin, _ = await simulator("astria", speed=0.05, generation_fail_rate=1)
+    gw = await gateway(redis_url, [astria("astria-1", origin)])
+    resp = await gw.post("/v1/tunes", json=tune_body(), headers=AUTH)
+    tune = await resp.json()
+    resp = await gw.get(f"/v1/tunes/{tune['id']}", params={"wait": "10"}, headers=AUTH)
+    failed = await resp.json()
+    assert failed["status"] == "failed"
+    assert failed["error"]["code"] == "provider_error"
+    submitted = (await sim_stats(origin))["submitted"]
+    for auth, model in [
+        (AUTH, failed["model"]),
+        (OTHER_AUTH, failed["model"]),
+        (AUTH, "tune:tune_000000000000000000000000"),
+        (AUTH, "tune:nonsense"),
+    ]:
+        body = {"prompt": "ohwx man", "model": model}
+        resp = await gw.post("/v1/generations", json=body, headers=auth)
+        assert resp.status == 422, await resp.text()
+        assert (await resp.json())["error"]["details"][0]["field"] == "model"
+    assert (await sim_stats(origin))["submitted"] == submitted
+
+
+async def test_idempotency_listing_tenancy_and_delete(
+    redis_url: str, simulator: Simulator, gateway: Gateway
+) -> None:
+    origin, _ = await simulator("astria", speed=0.05)
+    gw = await gateway(redis_url, [astria("astria-1", origin)])
+    key = {**AUTH, "Idempotency-Key": "order-1"}
+    first = await (await gw.post("/v1/tunes", json=tune_body(), headers=key)).json()
+    again = await gw.post("/v1/tunes", json=tune_body(), headers=key)
+    assert again.status == 202
+    assert again.headers["Idempotent-Replayed"] == "true"
+    assert (await again.json())["id"] == first["id"]
+    clash = await gw.post("/v1/tunes", json=tune_body(name="cat"), headers=key)
+    assert clash.status == 409
+    ids_made = [first["id"]]
+    for _ in range(4):
+        made = await (await gw.post("/v1/tunes", json=tune_body(), headers=AUTH)).json()
+        ids_made.append(made["id"])
+
+    pages, cursor = [], None
+    while True:
+        params = {"limit": "2", **({"cursor": cursor} if cursor else {})}
+        page = await (await gw.get("/v1/tunes", params=params, headers=AUTH)).json()
+        pages.append([t["id"] for t in page["data"]])
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+    assert [i for p in pages for i in p] == list(reversed(ids_made))
+    assert all(len(p) <= 2 for p in pages)
+    other = await (await gw.get("/v1/tunes", headers=OTHER_AUTH)).json()
+    assert other["data"] == []
+    assert (await gw.get(f"/v1/tunes/{first['id']}", headers=OTHER_AUTH)).status == 404
+    assert (await gw.delete(f"/v1/tunes/{first['id']}", headers=OTHER_AUTH)).status == 404
+
+    await gw.get(f"/v1/tunes/{first['id']}", params={"wait": "10"}, headers=AUTH)
+    deleted = await gw.delete(f"/v1/tunes/{first['id']}", headers=AUTH)
+    assert deleted.status == 204
+    assert (await gw.get(f"/v1/tunes/{first['id']}", headers=AUTH)).status == 404
+
+
+async def test_cancel_during_training_stops_it_at_the_provider(
+    redis_url: str, simulator: Simulator, gateway: Gateway, receiver: tuple[Receiver, str]
+) -> None:
+    recv, hook = receiver
+    origin, _ = await simulator("astria", speed=2)
+    gw = await gateway(redis_url, [astria("astria-1", origin)])
+    tune = await (await gw.post("/v1/tunes", json=tune_body(webhook_url=hook), headers=AUTH)).json()
+    resp = await gw.delete(f"/v1/tunes/{tune['id']}", headers=AUTH)
+    assert resp.status == 200
+    assert (await resp.json())["status"] == "canceled"
+    async with ClientSession() as http, http.get(f"{origin}/_sim/tunes") as sim_resp:
+        assert await sim_resp.json() == []  # deleted at the provider
+    body = {"prompt": "ohwx man", "model": tune["model"]}
+    assert (await gw.post("/v1/generations", json=body, headers=AUTH)).status == 422
+    assert recv.deliveries == []  # a canceled tune is not announced
