@@ -26,6 +26,7 @@ def create_app(settings: Settings, *, metrics: Metrics | None = None) -> web.App
         services = await build_services(settings, metrics)
         app[SERVICES] = services
         metrics.ready.set_function(lambda: 1.0 if health.is_ready(services) else 0.0)
+        metrics.draining.set_function(lambda: 1.0 if services.drain.draining else 0.0)
         try:
             await start_background(services)
             yield

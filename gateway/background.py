@@ -42,6 +42,12 @@ class Background:
         task.add_done_callback(self._spawned.discard)
         return task
 
+    async def finish(self, names: tuple[str, ...], timeout: float) -> None:
+        """Wait up to `timeout` for the named loops to return by themselves (see drain.py)."""
+        tasks = {self._tasks[n] for n in names if n in self._tasks}
+        if tasks:
+            await asyncio.wait(tasks, timeout=timeout)
+
     async def _supervise(self, name: str, loop: Loop, delay: float) -> None:
         while True:
             try:

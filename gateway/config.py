@@ -203,6 +203,24 @@ class Tunes(Section):
     max_wait: Seconds = Field(default=60.0, gt=0, description="Longest `?wait=` on a tune.")
 
 
+class Shutdown(Section):
+    """The drain on SIGTERM (README "Metrics and draining")."""
+
+    drain_seconds: Seconds = Field(
+        default=20.0,
+        gt=0,
+        le=3600,
+        description="SIGTERM to exit, at most; keep it below the orchestrator's grace period "
+        "(Kubernetes: 30 s).",
+    )
+    unready_seconds: Seconds = Field(
+        default=3.0,
+        ge=0,
+        description="How long /readyz answers 503 while the listener stays open, so load "
+        "balancers take the instance out before it stops accepting connections.",
+    )
+
+
 class Settings(Section):
     public_url: HttpUrl
     store: str = Field(default="memory://", pattern=r"^(redis|rediss|unix|memory)://")
@@ -212,6 +230,7 @@ class Settings(Section):
     outbound: Outbound = Outbound()
     jobs: Jobs = Jobs()
     tunes: Tunes = Tunes()
+    shutdown: Shutdown = Shutdown()
     tenants: list[Tenant] = Field(min_length=1)
     backends: list[Backend] = Field(min_length=1)
     log_level: Literal["debug", "info", "warning", "error"] = "info"

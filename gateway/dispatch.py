@@ -44,6 +44,16 @@ class Submitted:
 
 
 @dataclass(frozen=True)
+class Unsettled:
+    """Slots reserved for a job no provider has accepted yet (see `Dispatcher.unsettled`)."""
+
+    backend: str
+    members: tuple[str, ...]
+    job_id: str
+    tenant: str
+
+
+@dataclass(frozen=True)
 class Dispatched:
     """What a dispatch did: `placed` is False when no backend could take the job yet."""
 
@@ -76,6 +86,9 @@ class Dispatcher:
         self._evaluate = evaluate  # eligibility that needs the store (e.g. tune models)
         budget = settings.routing.retry_budget
         self.budget = RetryBudget(budget.ratio, budget.min_retries)
+        # Reservations between reserve and the provider's answer, by first track id. What a
+        # cancelled dispatch leaves here is handed back when the instance stops.
+        self.unsettled: dict[str, Unsettled] = {}
 
     def callback_url(self, backend: str, record: JobRecord, n: int) -> Callback:
         track = ids.track_id(record.id, n)
@@ -157,6 +170,9 @@ class Dispatcher:
                     backend=backend, track_id=ids.track_id(record.id, next_track)
                 )
                 tried.add(backend)
+                self.unsettled[tracks[0]] = Unsettled(
+                    backend, reservation.members, record.id, record.tenant
+                )
                 try:
                     with provider_call():
                         submitted = await self._submit_all(record, reservation, next_track)
@@ -169,6 +185,7 @@ class Dispatcher:
                         )
                     )
                     await self._router.release(backend, reservation.members)
+                    del self.unsettled[tracks[0]]
                     if await self._router.report_failure(backend, exc) is not None:
                         self._metrics.backend_ejections.labels(backend).inc()
                     if not exc.retryable:
@@ -176,6 +193,7 @@ class Dispatcher:
                     continue
                 next_track += len(submitted)
                 saved = await self._accepted(current, reservation, submitted, attempts, next_track)
+                del self.unsettled[tracks[0]]
                 return Dispatched(saved, placed=True)
         finally:
             if retrying:

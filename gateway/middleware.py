@@ -10,6 +10,7 @@ import structlog
 from aiohttp import web
 from redis.exceptions import RedisError
 
+from gateway.context import SERVICES
 from gateway.errors import (
     GatewayError,
     MethodNotAllowed,
@@ -32,6 +33,12 @@ def error_response(error: GatewayError) -> web.Response:
 def _route(request: web.Request) -> str:
     resource = request.match_info.route.resource
     return resource.canonical if resource is not None else "unmatched"
+
+
+def draining(request: web.Request) -> bool:
+    """New work is refused while the instance drains (gateway/drain.py)."""
+    services = request.app.get(SERVICES)
+    return services is not None and services.drain.draining
 
 
 def make_middlewares(metrics: Metrics) -> list[Callable[..., Awaitable[web.StreamResponse]]]:
@@ -57,6 +64,12 @@ def make_middlewares(metrics: Metrics) -> list[Callable[..., Awaitable[web.Strea
     @web.middleware
     async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         try:
+            if request.method == "POST" and request.path.startswith("/v1/") and draining(request):
+                raise ServiceUnavailable(
+                    "this instance is shutting down; retry the request (another instance "
+                    "will take it)",
+                    headers={"Retry-After": "1", "Connection": "close"},
+                )
             return await handler(request)
         except GatewayError as exc:
             return error_response(exc)

@@ -63,11 +63,16 @@ class Poller:
         self._metrics = metrics
         self._background = background
         self._running = 0
+        self._stopping = False
         # A claim must outlast the slowest check: a full dispatch with every retry.
         self._lease = settings.jobs.dispatch_timeout
 
+    def stop(self) -> None:
+        """Claim no more due polls (checks under way finish): others take the schedule."""
+        self._stopping = True
+
     async def run(self) -> None:
-        while True:
+        while not self._stopping:
             free = MAX_CHECKS - self._running
             if free > 0:
                 for job_id in await self._schedules.claim_polls(time.time(), self._lease, free):

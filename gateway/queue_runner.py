@@ -46,8 +46,14 @@ class QueueRunner:
         self._view = view
         self._metrics = metrics
         self._wake = asyncio.Event()
+        self._stopping = False
 
     def wake(self) -> None:
+        self._wake.set()
+
+    def stop(self) -> None:
+        """Finish the batch in hand, then stop: the rest of the queue is for other instances."""
+        self._stopping = True
         self._wake.set()
 
     def _room(self) -> int:
@@ -59,16 +65,18 @@ class QueueRunner:
         )
 
     async def run(self) -> None:
-        while True:
+        while not self._stopping:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), TICK)
             self._wake.clear()
+            if self._stopping:
+                return
             await self.drain()
 
     async def drain(self) -> int:
         """Dispatch queued jobs while there is room; returns how many were placed."""
         placed = 0
-        while self._room() > 0:
+        while self._room() > 0 and not self._stopping:
             batch = await self._queue.pop(min(BATCH, self._room()))
             if not batch:
                 break

@@ -14,6 +14,7 @@ from gateway.auth import Directory
 from gateway.background import Background
 from gateway.config import Settings
 from gateway.dispatch import Dispatcher
+from gateway.drain import Drain, hand_back
 from gateway.fleet_sync import FleetSync
 from gateway.held import HeldReservations
 from gateway.inbound import Inbound
@@ -77,11 +78,15 @@ class Services:
     store_health: StoreHealth
     shared_gauges: SharedGauges
     background: Background
+    drain: Drain
     provider_session: aiohttp.ClientSession
     outbound_session: aiohttp.ClientSession
 
     async def close(self) -> None:
-        await self.background.stop()
+        """Stop loops (one-off tasks get a grace), hand back unsettled slots, disconnect."""
+        share = self.settings.shutdown.drain_seconds / 8  # twice: a quarter in all
+        await self.background.stop(grace=min(5.0, share), deadline=min(10.0, share))
+        await hand_back(self)
         await self.provider_session.close()
         await self.outbound_session.close()
         await self.store.close()
@@ -270,6 +275,7 @@ async def build_services(settings: Settings, metrics: Metrics) -> Services:
             jobs=jobs, queue=queue, tenants=[t.name for t in settings.tenants], metrics=metrics
         ),
         background=background,
+        drain=Drain(),
         provider_session=provider_session,
         outbound_session=outbound_session,
     )

@@ -75,18 +75,27 @@ class LedgerRun:
         await wait_ready(self.gateways[name], path="/healthz")
 
 
-async def start_ledger(procs: ProcessGroup, redis_url: str, receiver: LedgerReceiver) -> LedgerRun:
+async def start_ledger(
+    procs: ProcessGroup,
+    redis_url: str,
+    receiver: LedgerReceiver,
+    *,
+    speed: float = 0.05,
+    max_concurrency: int = 64,
+    **extra: Any,
+) -> LedgerRun:
+    """Two simulators, two gateway instances; `extra` overrides config sections."""
     server = TestServer(receiver.app, host="127.0.0.1")
     await server.start_server()
     hook = f"http://127.0.0.1:{server.port}/hook"
     backends = []
     for n in (1, 2):
-        _, origin = procs.simulator(f"sim{n}", speed=0.05, concurrency=64)
+        _, origin = procs.simulator(f"sim{n}", speed=speed, concurrency=64)
         backends.append(
             backend(
                 f"ml-{n}",
                 f"{origin}/api/v6/images",
-                max_concurrency=64,
+                max_concurrency=max_concurrency,
                 options={"webhook_deadline": 2, "poll_interval": 1},
             )
         )
@@ -96,6 +105,8 @@ async def start_ledger(procs: ProcessGroup, redis_url: str, receiver: LedgerRece
         "jobs": {"result_timeout": 90, "dispatch_timeout": 10},
         "log_level": "warning",
     }
+    for key, value in extra.items():
+        overrides[key] = {**overrides.get(key, {}), **value} if isinstance(value, dict) else value
     gateways, configs = {}, {}
     for name in ("gateway-a", "gateway-b"):
         config = gateway_config(redis_url, free_port(), backends, **overrides)

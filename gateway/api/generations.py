@@ -221,7 +221,7 @@ async def read(request: web.Request) -> web.Response:
     current = await _owned(request)
     s = services(request)
     deadline = time.monotonic() + wait
-    while not current.record.status.final:
+    while not current.record.status.final and not s.drain.draining:
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             break

@@ -20,7 +20,9 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 def is_ready(s: Services) -> bool:
-    """Ready: the store answers and at least one backend is routable."""
+    """Ready: not draining, the store answers and at least one backend is routable."""
+    if s.drain.draining:
+        return False
     return s.store_health.ok and any(s.view.routable(name) for name in s.backends)
 
 
@@ -34,6 +36,7 @@ async def readyz(request: web.Request) -> web.Response:
             "ready": ready,
             "store": "ok" if store_ok else "unreachable",
             "routable_backends": len(routable),
+            "draining": s.drain.draining,
         },
         status=200 if ready else 503,
     )

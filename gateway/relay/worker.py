@@ -61,10 +61,15 @@ class Relay:
         # Keyed by (shard, entry id): entry ids are timestamps, so two shards' streams can
         # hand out the same one.
         self._in_progress: set[tuple[int, str]] = set()
+        self._stopping = False
+
+    def stop_reading(self) -> None:
+        """Read no new deliveries; the stream keeps them for the other instances."""
+        self._stopping = True
 
     async def read_loop(self) -> None:
         await self._schedules.ensure_groups()
-        while True:
+        while not self._stopping:
             await self._slots.acquire()
             self._slots.release()
             entries = await self._schedules.read_deliveries(self._consumer, BATCH, block_ms=1000)

@@ -1,0 +1,122 @@
+"""SIGTERM drains an instance mid-run: unready at once, out within the configured time,
+every accepted job finished and delivered, no reservation it held outliving its lease."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+import redis.asyncio as redis
+
+from gateway.store import keys
+from tests.helpers import AUTH
+from tests.ledger import LedgerReceiver, LedgerRun, drive, settle, start_ledger
+from tests.processes import ProcessGroup
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
+JOBS = 200
+DRAIN = 8.0
+LEASE = 3.0
+
+
+async def _unready_after(http: aiohttp.ClientSession, url: str, since: float) -> float:
+    while time.monotonic() - since < 5:
+        try:
+            async with http.get(f"{url}/readyz") as resp:
+                if resp.status == 503 and (await resp.json())["draining"]:
+                    return time.monotonic() - since
+        except aiohttp.ClientError:
+            pass
+        await asyncio.sleep(0.02)
+    return float("inf")
+
+
+async def _live_members(client: redis.Redis, backends: list[str]) -> set[str]:
+    """Reservation members whose lease has not run out (by the Redis server's clock)."""
+    seconds, micros = await client.time()
+    now_ms = seconds * 1000 + micros // 1000
+    live: set[str] = set()
+    for name in backends:
+        found = await client.zrangebyscore(keys.reservations(name), f"({now_ms}", "+inf")
+        live |= {m.decode() for m in found}
+    return live
+
+
+def _left_to_lapse(log: str) -> set[str]:
+    members: set[str] = set()
+    for line in log.splitlines():
+        if '"leases_left_to_lapse"' in line:
+            members |= set(json.loads(line)["members"])
+    return members
+
+
+async def test_sigterm_mid_run_drains_the_instance_and_loses_nothing(
+    tmp_path: Path, redis_url: str
+) -> None:
+    procs = ProcessGroup(tmp_path)
+    run = await start_ledger(
+        procs,
+        redis_url,
+        LedgerReceiver(),
+        speed=3.0,  # long enough that A still runs jobs when it exits
+        max_concurrency=32,
+        routing={"reservation_lease": LEASE},
+        shutdown={"drain_seconds": DRAIN, "unready_seconds": 1.5},
+        log_level="info",
+    )
+    seen: dict[str, Any] = {}
+    store = redis.Redis.from_url(redis_url)
+
+    async def sigterm_a(run: LedgerRun) -> None:
+        a, proc = run.gateways["gateway-a"], procs.procs["gateway-a"]
+        async with aiohttp.ClientSession() as http:
+            proc.send_signal(signal.SIGTERM)
+            signalled = time.monotonic()
+            seen["unready_after"] = await _unready_after(http, a, signalled)
+            async with http.post(
+                f"{a}/v1/generations", json={"prompt": "during drain"}, headers=AUTH
+            ) as resp:
+                seen["refusal"] = (resp.status, resp.headers.get("Retry-After"), await resp.json())
+        await asyncio.get_running_loop().run_in_executor(None, proc.wait, DRAIN + 10)
+        seen["exit_after"] = time.monotonic() - signalled
+        seen["exit_code"] = proc.returncode
+        # One lease after the exit, nothing the instance left behind is still reserved.
+        await asyncio.sleep(LEASE + 0.5)
+        seen["live_after_lease"] = await _live_members(store, ["ml-1", "ml-2"])
+
+    try:
+        disturbance = await drive(run, JOBS, disturb=sigterm_a, disturb_after=0.4, concurrency=24)
+        assert disturbance is not None
+        await disturbance
+        report = await settle(run, timeout=90)
+        left_behind = _left_to_lapse(procs.log("gateway-a"))
+        live_at_end = await _live_members(store, ["ml-1", "ml-2"])
+    finally:
+        procs.stop_all()
+        await run.receiver_server.close()
+        await store.aclose()
+
+    assert seen["unready_after"] < 1.0, seen
+    status, retry_after, body = seen["refusal"]
+    assert status == 503, seen
+    assert retry_after == "1"
+    assert body["error"]["code"] == "unavailable"
+    assert seen["exit_code"] == 0, procs.log("gateway-a")[-3000:]
+    assert seen["exit_after"] <= DRAIN, seen
+    assert '"drain_started"' in procs.log("gateway-a")
+    # Every accepted job ended and its webhook arrived (B finished A's where needed).
+    assert report["accepted"] == JOBS
+    assert report["not_final"] == [], report
+    assert report["missing_webhook"] == [], report
+    assert report["unknown_jobs"] == [], report
+    assert report["bad_signatures"] == 0, report
+    # The slots of A's running jobs lapsed with the lease; nothing stays reserved at the end.
+    assert left_behind, "A held no running job at SIGTERM: the test did not exercise the drain"
+    assert not (left_behind & seen["live_after_lease"]), seen
+    assert live_at_end == set()
