@@ -98,6 +98,8 @@ def gateway_config(
 ) -> dict[str, Any]:
     config = settings_dict(store, port, backends, **overrides)
     config.setdefault("log_level", "info")
+    # Tests stop instances with SIGTERM: a short unready window keeps teardown quick.
+    config.setdefault("shutdown", {"unready_seconds": 0.2})
     return config
 
 
