@@ -9,6 +9,7 @@ from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
 from adapters.normalized import GenerationRequest
+from gateway.api.openapi_tunes import TUNE_MODELS, tune_paths, tune_webhooks
 from gateway.api.schemas import (
     BackendList,
     BackendStatus,
@@ -34,6 +35,7 @@ _MODELS: list[tuple[type[BaseModel], Any]] = [
     (DeadLetterList, "serialization"),
     (ReplayRequest, "validation"),
     (ReplayResult, "serialization"),
+    *TUNE_MODELS,
 ]
 
 
@@ -212,6 +214,7 @@ def build_document() -> dict[str, Any]:
                     "responses": {"200": {"description": "metrics"}},
                 }
             },
+            **tune_paths(_ref, _json, _errors),
         },
         "webhooks": {
             "generation": {
@@ -222,7 +225,8 @@ def build_document() -> dict[str, Any]:
                     },
                     "responses": {"200": {"description": "any 2xx acknowledges"}},
                 }
-            }
+            },
+            **tune_webhooks(_ref),
         },
     }
 

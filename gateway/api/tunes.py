@@ -32,7 +32,7 @@ from gateway.inbound import Received
 from gateway.jobs.model import utcnow
 from gateway.store.jobs import PollChange
 from gateway.tunes import transitions
-from gateway.tunes.model import MODEL_PREFIX, Tune, TuneRecord
+from gateway.tunes.model import MODEL_PREFIX, Tune, TuneList, TuneRecord
 from gateway.tunes.placement import NoTrainer, TrainingCandidate
 from gateway.tunes.store import VersionedTune
 from routing.eligibility import NotAllowed
@@ -235,11 +235,11 @@ async def list_tunes(request: web.Request) -> web.Response:
     limit = int(_number(request, "limit", 1, MAX_PAGE) or DEFAULT_PAGE)
     before = _number(request, "cursor", 0, 1e12)
     found, cursor = await s.tunes.store.page(tenant.name, before=before, limit=limit)
-    body = {
-        "data": [record.public().model_dump(mode="json") for record in found],
-        "next_cursor": repr(cursor) if cursor is not None else None,
-    }
-    return web.Response(body=orjson.dumps(body), content_type="application/json")
+    page = TuneList(
+        data=[record.public() for record in found],
+        next_cursor=repr(cursor) if cursor is not None else None,
+    )
+    return web.Response(body=page.model_dump_json(), content_type="application/json")
 
 
 async def delete(request: web.Request) -> web.Response:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -69,3 +69,19 @@ class TuneRecord(Tune):
 
     def public(self) -> Tune:
         return Tune.model_validate(self.model_dump(include=set(PUBLIC_FIELDS)))
+
+
+class TuneList(BaseModel):
+    """`GET /v1/tunes`: a page of the tenant's tunes, newest first."""
+
+    data: list[Tune]
+    next_cursor: str | None = Field(
+        default=None, description="Pass as `cursor` for the next page; null on the last one."
+    )
+
+
+class TuneEvent(BaseModel):
+    """The body of a tune's client webhook, signed per Standard Webhooks."""
+
+    type: Literal["tune.succeeded", "tune.failed"]
+    data: Tune

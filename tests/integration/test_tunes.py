@@ -258,3 +258,17 @@ async def test_cancel_during_training_stops_it_at_the_provider(
     body = {"prompt": "ohwx man", "model": tune["model"]}
     assert (await gw.post("/v1/generations", json=body, headers=AUTH)).status == 422
     assert recv.deliveries == []  # a canceled tune is not announced
+
+
+async def test_openapi_documents_the_tune_operations(
+    gateway: Gateway, simulator: Simulator
+) -> None:
+    origin, _ = await simulator("astria")
+    gw = await gateway("memory://", [astria("astria-1", origin)])
+    spec = await (await gw.get("/openapi.json")).json()
+    assert set(spec["paths"]["/v1/tunes"]) == {"post", "get"}
+    assert set(spec["paths"]["/v1/tunes/{id}"]) == {"get", "delete"}
+    assert "422" in spec["paths"]["/v1/tunes"]["post"]["responses"]
+    tune = spec["components"]["schemas"]["TuneRequest"]["properties"]
+    assert tune["branch"]["anyOf"][0]["$ref"].endswith("/Branch")
+    assert spec["webhooks"]["tune"]["post"]["requestBody"]
