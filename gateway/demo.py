@@ -17,6 +17,7 @@ from adapters.base import SimulatorSettings
 from adapters.registry import ADAPTERS
 from gateway.app import create_app
 from gateway.config import Settings, hash_key
+from gateway.demo_tunes import train_and_generate
 from gateway.relay import signing
 from gateway.simulate import start_simulator
 from observability.logging import configure_logging
@@ -187,6 +188,8 @@ async def run_demo(host: str, port: int, requests: int, exit_after: bool) -> int
         )
     try:
         await _samples(base, hook_url, requests, receiver)
+        async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {TENANT_KEY}"}) as http:
+            await train_and_generate(http, base, hook_url, receiver.deliveries)
         print(
             f"\ntry it:\n  curl -s -X POST {base}/v1/generations "
             f"-H 'Authorization: Bearer {TENANT_KEY}' "

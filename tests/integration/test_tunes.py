@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import re
+import subprocess
+import sys
 from typing import Any
 
 import pytest
@@ -13,7 +16,7 @@ from aiohttp.test_utils import TestClient
 from adapters.simkit.routes import PNG
 from gateway import ids
 from tests.conftest import Gateway, Simulator
-from tests.helpers import AUTH, OTHER_AUTH, Receiver, backend, eventually
+from tests.helpers import AUTH, OTHER_AUTH, Receiver, backend, eventually, free_port
 
 DATA = "data:image/png;base64," + base64.b64encode(PNG).decode()
 URLS = [f"https://images.example.com/face-{n}.jpg" for n in range(4)]
@@ -272,3 +275,16 @@ async def test_openapi_documents_the_tune_operations(
     tune = spec["components"]["schemas"]["TuneRequest"]["properties"]
     assert tune["branch"]["anyOf"][0]["$ref"].endswith("/Branch")
     assert spec["webhooks"]["tune"]["post"]["requestBody"]
+
+
+def test_the_demo_trains_a_tune_and_generates_with_it() -> None:
+    # A process of its own: the demo configures logging for the whole interpreter.
+    demo = subprocess.run(
+        [sys.executable, "-m", "gateway", "demo", "--port", str(free_port()), "--requests", "1",
+         "--exit-after-samples"],
+        capture_output=True, text=True, timeout=90, check=True,
+    )  # fmt: skip
+    assert "tune.succeeded (signature valid)" in demo.stdout
+    assert re.search(
+        r"model tune:tune_[0-9a-f]{24}: gen_\w+ succeeded on astria-key-1", demo.stdout
+    )
