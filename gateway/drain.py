@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 log = get_logger(__name__)
 
 # Loops that take shared work; stopped cooperatively so none is cut mid-dispatch.
-WORK_LOOPS = ("queue", "poller", "relay-read")
+WORK_LOOPS = ("queue", "poller", "relay-read", "tune-poller")
 
 
 class Drain:
@@ -61,6 +61,7 @@ async def stop_taking_work(services: Services, timeout: float) -> None:
     services.runner.stop()
     services.poller.stop()
     services.relay.stop_reading()
+    services.tunes.poller.stop()
     await services.background.finish(WORK_LOOPS, timeout)
 
 

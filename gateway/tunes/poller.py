@@ -56,9 +56,14 @@ class TunePoller:
         self._background = background
         self._lease = lease  # a claim outlasts a full dispatch with every retry
         self._running = 0
+        self._stopping = False
+
+    def stop(self) -> None:
+        """Claim no more due tunes (checks under way finish): others take the schedule."""
+        self._stopping = True
 
     async def run(self) -> None:
-        while True:
+        while not self._stopping:
             free = MAX_CHECKS - self._running
             if free > 0:
                 for tune_id in await self._tunes.claim_polls(time.time(), self._lease, free):
