@@ -24,6 +24,32 @@ from observability.redaction import scrub_text
 MAX_ANSWER_BYTES = 4 * 1024 * 1024
 
 
+class BodyTooLarge(ValueError):
+    """A body (answer or callback) larger than the limit; nothing past the limit was read."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"body larger than {limit} bytes")
+        self.limit = limit
+
+
+async def read_limited(content: aiohttp.StreamReader, limit: int) -> bytes:
+    """The whole body, or `BodyTooLarge` once it passes `limit` bytes.
+
+    `StreamReader.read(n)` returns whatever has arrived (often one chunk), not n bytes, so a
+    single call would silently truncate a large answer; this reads until the end.
+    """
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        chunk = await content.read(limit + 1 - size)
+        if not chunk:
+            return b"".join(chunks)
+        size += len(chunk)
+        if size > limit:
+            raise BodyTooLarge(limit)
+        chunks.append(chunk)
+
+
 async def call_json(
     session: aiohttp.ClientSession,
     method: str,
@@ -74,9 +100,9 @@ async def _call_json(
             timeout=aiohttp.ClientTimeout(total=timeout),
             allow_redirects=False,
         ) as resp:
-            raw = await resp.content.read(MAX_ANSWER_BYTES + 1)
             status = resp.status
             retry_after_header = resp.headers.get("Retry-After")
+            raw = await read_limited(resp.content, MAX_ANSWER_BYTES)
     except TimeoutError as exc:
         raise ProviderTimeout(f"no answer within {timeout:g}s") from exc
     except aiohttp.ClientConnectorError as exc:
@@ -85,13 +111,13 @@ async def _call_json(
         raise ProviderUnavailable(f"connection lost: {exc}") from exc
     except aiohttp.ClientPayloadError as exc:
         raise ProviderBadAnswer(f"truncated answer: {exc}") from exc
+    except BodyTooLarge as exc:
+        raise ProviderBadAnswer(f"answer larger than {exc.limit} bytes") from exc
     except aiohttp.ClientError as exc:
         raise ProviderUnavailable(f"request failed: {type(exc).__name__}") from exc
     except asyncio.CancelledError:
         raise
 
-    if len(raw) > MAX_ANSWER_BYTES:
-        raise ProviderBadAnswer(f"answer larger than {MAX_ANSWER_BYTES} bytes")
     parsed: Any = None
     decode_error: str | None = None
     try:

@@ -231,6 +231,19 @@ class GenerationRequest(Strict):
             return "img2img"
         return "txt2img"
 
+    def urls(self) -> dict[str, str | None]:
+        """Every URL or `data:` URI in the request, by field name."""
+        return {
+            "webhook_url": self.webhook_url,
+            "init_image": self.init_image,
+            "mask_image": self.mask_image,
+            "controlnet.image": self.controlnet.image if self.controlnet else None,
+        }
+
+    def data_uri_bytes(self) -> int:
+        """How many characters of the request are `data:` images."""
+        return sum(len(v) for v in self.urls().values() if v is not None and v.startswith("data:"))
+
     def size(self, default_long_side: int = 1024) -> tuple[int, int]:
         """Requested width and height; from aspect_ratio (long side given) when not explicit."""
         if self.width is not None and self.height is not None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 from aiohttp import web
+from aiohttp.abc import AbstractResolver
 
 from gateway.api import backends, deliveries, generations, health, openapi, tunes, webhooks
 from gateway.config import Settings
@@ -14,16 +15,20 @@ from gateway.services import build_services, start_background
 from observability.metrics import Metrics
 
 
-def create_app(settings: Settings, *, metrics: Metrics | None = None) -> web.Application:
+def create_app(
+    settings: Settings, *, metrics: Metrics | None = None, resolver: AbstractResolver | None = None
+) -> web.Application:
+    """`resolver` resolves the hosts of outbound URLs (default: the event loop's getaddrinfo)."""
     metrics = metrics or Metrics()
     app = web.Application(
-        client_max_size=settings.jobs.max_body_bytes, middlewares=make_middlewares(metrics)
+        client_max_size=max(settings.jobs.max_body_bytes, settings.jobs.max_image_body_bytes),
+        middlewares=make_middlewares(metrics),
     )
     app[SETTINGS] = settings
     app[METRICS] = metrics
 
     async def services_ctx(app: web.Application) -> AsyncIterator[None]:
-        services = await build_services(settings, metrics)
+        services = await build_services(settings, metrics, resolver)
         app[SERVICES] = services
         metrics.ready.set_function(lambda: 1.0 if health.is_ready(services) else 0.0)
         metrics.draining.set_function(lambda: 1.0 if services.drain.draining else 0.0)

@@ -178,6 +178,9 @@ class Outbound(Section):
     allow_http: bool = False
     allow_networks: list[Network] = Field(default_factory=list)
     timeout: Seconds = 15.0
+    resolve_timeout: Seconds = Field(
+        default=2.0, description="How long a submitted URL's host may take to resolve."
+    )
     schedule: list[Seconds] = Field(default_factory=lambda: list(SVIX_SCHEDULE), min_length=1)
     jitter: float = Field(default=0.2, ge=0, le=1)
     visibility_timeout: Seconds = 60.0
@@ -189,7 +192,14 @@ class Jobs(Section):
     result_timeout: Seconds = 900.0
     dispatch_timeout: Seconds = 120.0
     idempotency_ttl: Seconds = 86400.0
-    max_body_bytes: int = Field(default=8 * 1024 * 1024, ge=1024)
+    max_body_bytes: int = Field(
+        default=256 * 1024, ge=1024, description="Request bodies without `data:` images."
+    )
+    max_image_body_bytes: int = Field(
+        default=16 * 1024 * 1024,
+        ge=1024,
+        description="Request bodies carrying `data:` images (the images' bytes included).",
+    )
 
 
 class Tunes(Section):

@@ -68,6 +68,13 @@ FLEET = [
     ),
 ]  # fmt: skip
 
+# Image URLs must resolve to public addresses (the SSRF guard), and the demo runs offline:
+# its image inputs are inline `data:` URIs (a 1x1 PNG).
+PIXEL = (
+    "data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8"
+    "/5+hHgAHggJ/PchI7wAAAABJRU5ErkJggg=="
+)
+
 SAMPLES: list[dict[str, Any]] = [
     {"prompt": "a lighthouse at dawn, oil painting", "width": 768, "height": 512},
     {"prompt": "portrait of an astronaut", "model": "portrait", "scheduler": "dpmpp_2m_karras"},
@@ -82,9 +89,9 @@ SAMPLES: list[dict[str, Any]] = [
         "loras": [{"name": "detail-tweaker", "strength": 0.6}],
     },
     {"prompt": "mountain lake", "width": 2048, "height": 1024, "backends": ["modelslab-gpu-1"]},
-    {"prompt": "edges to photo", "controlnet": {"type": "canny", "image": "https://example.com/e.png"}},
+    {"prompt": "edges to photo", "controlnet": {"type": "canny", "image": PIXEL}},
     {"prompt": "strict request", "steps": 30, "strict": True, "backends": ["modelslab-gpu-1"]},
-    {"prompt": "img2img from a URL", "init_image": "https://ex.com/in.png", "backends": ["gpu"]},
+    {"prompt": "img2img from an inline image", "init_image": PIXEL, "backends": ["gpu"]},
 ]  # fmt: skip
 
 

@@ -37,6 +37,12 @@ class InvalidRequest(GatewayError):
     code = "invalid_request"
 
 
+class UrlRefused(InvalidRequest):
+    """A URL the gateway would call or hand to a backend points somewhere it must not."""
+
+    code = "url_refused"
+
+
 class Unauthorized(GatewayError):
     status = 401
     code = "unauthorized"

@@ -8,6 +8,7 @@ import socket
 from dataclasses import dataclass
 
 import aiohttp
+from aiohttp.abc import AbstractResolver
 
 from adapters.registry import ADAPTERS
 from gateway.auth import Directory
@@ -119,7 +120,9 @@ def build_backends(settings: Settings) -> dict[str, Backend]:
     }
 
 
-async def build_services(settings: Settings, metrics: Metrics) -> Services:
+async def build_services(
+    settings: Settings, metrics: Metrics, resolver: AbstractResolver | None = None
+) -> Services:
     instance_id = settings.instance_id or f"{socket.gethostname()}-{secrets.token_hex(3)}"
     store = await open_store(settings.store, metrics)
     backends = build_backends(settings)
@@ -146,7 +149,12 @@ async def build_services(settings: Settings, metrics: Metrics) -> Services:
         connector=aiohttp.TCPConnector(limit=0, limit_per_host=0, ttl_dns_cache=60),
         # Provider URLs are operator-configured and trusted; no SSRF guard here.
     )
-    guard = OutboundGuard(settings.outbound.allow_networks, allow_http=settings.outbound.allow_http)
+    guard = OutboundGuard(
+        settings.outbound.allow_networks,
+        allow_http=settings.outbound.allow_http,
+        resolver=resolver,
+        resolve_timeout=settings.outbound.resolve_timeout,
+    )
     outbound_session = aiohttp.ClientSession(
         connector=aiohttp.TCPConnector(
             limit=settings.outbound.concurrency * 2,

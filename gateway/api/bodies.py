@@ -2,13 +2,24 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
+from adapters.http import BodyTooLarge, read_limited
 from adapters.normalized import FieldError
-from gateway.errors import BadRequest, InvalidRequest, UnsupportedMediaType, field_detail
+from gateway.context import SETTINGS, services
+from gateway.errors import (
+    BadRequest,
+    InvalidRequest,
+    PayloadTooLarge,
+    UnsupportedMediaType,
+    UrlRefused,
+    field_detail,
+)
+from gateway.relay.guard import Refused
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -33,9 +44,34 @@ def validation_details(exc: ValidationError) -> list[dict[str, Any]]:
     return details
 
 
+def too_large(limit: int, setting: str, size: int | None = None) -> PayloadTooLarge:
+    """413 naming the limit and the setting that holds it."""
+    what = f"{size} bytes is" if size is not None else "the body is"
+    message = f"body: {what} over the limit of {limit} bytes ({setting})"
+    detail = {**field_detail("body", message, "too_large"), "limit": limit, "setting": setting}
+    return PayloadTooLarge(message, details=[detail])
+
+
+async def read_raw(request: web.Request, limit: int, setting: str) -> bytes:
+    """The request body, refused with 413 (before reading, when it says its size) past `limit`."""
+    if request.content_length is not None and request.content_length > limit:
+        raise too_large(limit, setting, request.content_length)
+    try:
+        return await read_limited(request.content, limit)
+    except BodyTooLarge:
+        raise too_large(limit, setting) from None
+
+
 async def read_model(
-    request: web.Request, model: type[M], context: dict[str, Any] | None = None
+    request: web.Request,
+    model: type[M],
+    context: dict[str, Any] | None = None,
+    *,
+    image_bytes: Callable[[M], int] | None = None,
 ) -> M:
+    """Read and validate a JSON body. Bodies are limited to `jobs.max_body_bytes`; where
+    `image_bytes` says how many bytes of the model are `data:` images, those bytes may take the
+    body up to `jobs.max_image_body_bytes` instead."""
     if request.content_type not in ("application/json",) and not request.content_type.endswith(
         "+json"
     ):
@@ -43,14 +79,20 @@ async def read_model(
             f"Content-Type: expected application/json, got {request.content_type or 'nothing'}",
             details=[field_detail("Content-Type", "must be application/json", "content_type")],
         )
-    raw = await request.read()
+    jobs = request.app[SETTINGS].jobs
+    plain = ("jobs.max_body_bytes", jobs.max_body_bytes)
+    larger = ("jobs.max_image_body_bytes", max(jobs.max_image_body_bytes, jobs.max_body_bytes))
+    setting, limit = larger if image_bytes is not None else plain
+    raw = await read_raw(request, limit, setting)
+    if len(raw) > plain[1] and (image_bytes is None or b"data:" not in raw):
+        raise too_large(plain[1], plain[0], len(raw))
     if not raw.strip():
         raise BadRequest(
             "body: the request body is empty",
             details=[field_detail("body", "a JSON object is required", "missing")],
         )
     try:
-        return model.model_validate_json(raw, context=context)
+        parsed = model.model_validate_json(raw, context=context)
     except ValidationError as exc:
         details = validation_details(exc)
         if any(d["type"] == "json_invalid" for d in details):
@@ -65,3 +107,22 @@ async def read_model(
             ) from None
         summary = "; ".join(f"{d['field']}: {d['message']}" for d in details[:5])
         raise InvalidRequest(summary, details=details) from None
+    rest = len(raw) - image_bytes(parsed) if image_bytes is not None else 0
+    if rest > plain[1]:
+        raise too_large(plain[1], plain[0] + " (data: images aside)", rest)
+    return parsed
+
+
+async def screen_urls(request: web.Request, urls: Mapping[str, str | None]) -> None:
+    """422 naming the field when a URL the gateway would call or hand on is not allowed."""
+    guard = services(request).guard
+    for field, url in urls.items():
+        if url is None or url.startswith("data:"):
+            continue
+        try:
+            await guard.screen(url)
+        except Refused as exc:
+            raise UrlRefused(
+                f"{field}: URL refused: {exc}",
+                details=[field_detail(field, f"URL refused: {exc}", "url_refused")],
+            ) from None

@@ -11,7 +11,7 @@ from aiohttp import web
 
 from adapters.normalized import GenerationRequest
 from gateway import ids
-from gateway.api.bodies import read_model
+from gateway.api.bodies import read_model, screen_urls
 from gateway.context import services
 from gateway.errors import (
     BadRequest,
@@ -67,7 +67,10 @@ async def _submit(request: web.Request) -> web.Response:
     tenant = s.directory.tenant(request)
     structlog.contextvars.bind_contextvars(tenant=tenant.name)
     body = await read_model(
-        request, GenerationRequest, context={"allow_http": s.settings.outbound.allow_http}
+        request,
+        GenerationRequest,
+        context={"allow_http": s.settings.outbound.allow_http},
+        image_bytes=GenerationRequest.data_uri_bytes,
     )
     if tenant.rate_limit is not None:
         wait = await s.rate.acquire(
@@ -79,6 +82,7 @@ async def _submit(request: web.Request) -> web.Response:
                 f"tenant {tenant.name} is over its rate limit",
                 headers={"Retry-After": str(max(1, int(wait + 0.999)))},
             )
+    await screen_urls(request, body.urls())
     eligible = await _eligible(request, tenant.name, body)
 
     idempotency = request.headers.get("Idempotency-Key")

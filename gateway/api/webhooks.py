@@ -5,12 +5,14 @@ from __future__ import annotations
 import structlog
 from aiohttp import web
 
+from adapters.http import MAX_ANSWER_BYTES
 from gateway import ids
+from gateway.api.bodies import read_raw
 from gateway.context import services
 from gateway.errors import NotFound, Unauthorized
 from gateway.inbound import Received
 
-MAX_CALLBACK_BYTES = 4 * 1024 * 1024
+MAX_CALLBACK_BYTES = MAX_ANSWER_BYTES  # a callback carries what a poll answer would
 
 
 def add_routes(app: web.Application) -> None:
@@ -23,7 +25,7 @@ async def receive(request: web.Request) -> web.Response:
     structlog.contextvars.bind_contextvars(
         backend=request.match_info["backend"], track_id=track, job_id=parsed[0] if parsed else None
     )
-    body = await request.content.read(MAX_CALLBACK_BYTES)
+    body = await read_raw(request, MAX_CALLBACK_BYTES, "provider callbacks")
     outcome = await services(request).inbound.receive(
         request.match_info["backend"],
         request.match_info["track_id"],
