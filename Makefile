@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test lint bench redis-server clean
+.PHONY: run test lint bench bench-overhead bench-tools redis-server clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -45,9 +45,26 @@ lint: $(VENV)/.installed-bench
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-## bench: the benchmarks; results land in bench/results/
-bench: $(VENV)/.installed-bench redis-server
-	$(BIN)/python -m bench
+## bench: the benchmarks (overhead, ~10 min, then routing, ~17 min); results in bench/results/
+bench: bench-overhead
+	$(BIN)/python -m bench routing
+
+## bench-overhead: gateway vs direct, nginx, LiteLLM; webhook path; memory; Redis Cluster
+bench-overhead: $(VENV)/.installed-bench redis-server bench-tools
+	$(BIN)/python -m bench overhead
+
+## bench-tools: Debian's wrk and nginx for the overhead bench, installed when missing
+bench-tools:
+	@for tool in wrk:wrk nginx:nginx redis-cli:redis-tools; do \
+		command -v $${tool%%:*} >/dev/null 2>&1 || [ -x /usr/sbin/$${tool%%:*} ] || { \
+			echo "installing $${tool#*:} from Debian's packages"; \
+			SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+			export DEBIAN_FRONTEND=noninteractive; \
+			$$SUDO apt-get install -y --no-install-recommends $${tool#*:} >/dev/null 2>&1 || \
+			{ $$SUDO apt-get update >/dev/null && \
+			  $$SUDO apt-get install -y --no-install-recommends $${tool#*:} >/dev/null; }; \
+		}; \
+	done
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -1,4 +1,5 @@
-"""`python -m bench`: the routing benchmark (see bench/routing.py); --help for the options."""
+"""`python -m bench [routing|overhead]`: the routing benchmark (bench/routing.py, the default)
+or the overhead benchmark (bench/overhead.py); `--help` after either for its options."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import dataclasses
 import json
 import math
 import platform
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -50,6 +52,12 @@ def _clean(value: Any) -> Any:
 
 
 def main() -> int:
+    if len(sys.argv) > 1 and sys.argv[1] == "overhead":
+        from bench import overhead
+
+        return overhead.main(sys.argv[2:])
+    if len(sys.argv) > 1 and sys.argv[1] == "routing":
+        del sys.argv[1]
     args = _args()
     parts = set(args.parts.split(","))
     unknown = parts - set(PARTS)
