@@ -34,6 +34,7 @@ from routing.load import expected_completion
 from routing.router import AllFull, NoRoutableBackend, Reservation, RetryBudget, Router
 
 log = get_logger(__name__)
+DISPATCH_LOG_SAMPLE = 1000  # one info line per this many dispatches (the rest at debug)
 
 
 @dataclass(frozen=True)
@@ -89,6 +90,7 @@ class Dispatcher:
         # Reservations between reserve and the provider's answer, by first track id. What a
         # cancelled dispatch leaves here is handed back when the instance stops.
         self.unsettled: dict[str, Unsettled] = {}
+        self.dispatched = 0
 
     def callback_url(self, backend: str, record: JobRecord, n: int) -> Callback:
         track = ids.track_id(record.id, n)
@@ -305,7 +307,11 @@ class Dispatcher:
         if candidate.plan.warnings:
             self._metrics.conversion_warnings.labels(backend.kind).inc(len(candidate.plan.warnings))
 
+        ended_before = False  # e.g. canceled during submit: the final hook will not run
+
         def accept(record: JobRecord) -> Change:
+            nonlocal ended_before
+            ended_before = record.status.final
             self._metrics.queue_wait.observe((utcnow() - record.created_at).total_seconds())
             transitions.accept(
                 record,
@@ -324,16 +330,23 @@ class Dispatcher:
 
         # The version we hold is usually still current: no read before the write. If a
         # callback got there first, the compare-and-set fails and the update re-reads.
-        saved = await self._updater.update(job_id, accept, current=current)
-        if saved is None or saved.record.status.final:
-            # Ended here or meanwhile (e.g. canceled during submit): the slots are free again.
+        # Dispatch's callers hand the job over (they keep only its id and tenant).
+        saved = await self._updater.update(job_id, accept, current=current, owned=True)
+        if saved is None or (saved.record.status.final and ended_before):
+            # Gone, or ended before it took these slots (e.g. canceled during submit): free
+            # them. A job that ended *with* them (an instant result) was released by the
+            # updater's final hook already: one ZREM, not two.
             await self._router.release(backend.name, reservation.members)
             self._held.drop(backend.name, reservation.members)
-        log.info(
+        # Per job at debug; info only for a sample, so the log costs little at 1,000s/s.
+        self.dispatched += 1
+        log_at = log.info if self.dispatched % DISPATCH_LOG_SAMPLE == 1 else log.debug
+        log_at(
             "job_dispatched",
             job_id=job_id,
             backend=backend.name,
             track_id=ids.track_id(job_id, submitted[0].n),
+            dispatched=self.dispatched,
         )
         return saved
 

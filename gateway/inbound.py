@@ -88,7 +88,7 @@ class Inbound:
             transitions.settle(record, now)
             return Change()
 
-        await self._updater.update(job_id, apply, current=current)
+        await self._updater.update(job_id, apply, current=current, owned=True)
         if applied and result.finished_at is not None:
             lag = max(0.0, time.time() - result.finished_at)
             self._metrics.provider_webhook_lag.labels(backend_name).observe(lag)
