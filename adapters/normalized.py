@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from enum import StrEnum
-from typing import Annotated, Any, Self
+from typing import Annotated, Any, Literal, Self
 
 import orjson
 from pydantic import (
@@ -138,6 +138,10 @@ def check_metadata(value: dict[str, Any] | None) -> dict[str, Any] | None:
 
 Name = Annotated[str, Field(min_length=1, max_length=200)]
 
+# Gateway queue classes, highest first; adapters ignore the field.
+Priority = Literal["interactive", "batch"]
+PRIORITY_CLASSES: tuple[Priority, ...] = ("interactive", "batch")
+
 
 class Strict(BaseModel):
     """Reject unknown fields and wrong types instead of guessing."""
@@ -196,6 +200,10 @@ class GenerationRequest(Strict):
     metadata: dict[str, Any] | None = None
     strict: bool = False
     backends: list[Name] | None = Field(default=None, min_length=1, max_length=64)
+    priority: Priority | None = Field(
+        default=None,
+        description="Gateway queue class; the tenant's default when absent, never above its max.",
+    )
 
     @field_validator("webhook_url")
     @classmethod

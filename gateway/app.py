@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 from aiohttp.abc import AbstractResolver
 
-from gateway.api import backends, deliveries, generations, health, openapi, tunes, webhooks
+from gateway.api import backends, deliveries, generations, health, openapi, tunes, usage, webhooks
 from gateway.config import Settings
 from gateway.context import METRICS, SERVICES, SETTINGS
 from gateway.middleware import make_middlewares
@@ -44,6 +44,7 @@ def create_app(
     webhooks.add_routes(app)
     backends.add_routes(app)
     deliveries.add_routes(app)
+    usage.add_routes(app)
     health.add_routes(app)
     openapi.add_routes(app)
     return app

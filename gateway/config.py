@@ -25,6 +25,7 @@ from pydantic import (
 )
 
 from adapters.base import Seconds, Target
+from adapters.normalized import PRIORITY_CLASSES, Priority
 from adapters.registry import ADAPTERS
 
 _KEY_HASH = re.compile(r"^sha256:[0-9a-f]{64}$")
@@ -68,12 +69,42 @@ class RateLimit(Section):
     burst: int = Field(default=1, ge=1)
 
 
+class Quotas(Section):
+    """Fleet-wide limits of one tenant; each one is off unless set."""
+
+    concurrency: int | None = Field(
+        default=None, ge=1, description="Jobs accepted and not yet final, across the fleet."
+    )
+    daily_images: int | None = Field(default=None, ge=1, description="Images per UTC day.")
+    daily_reset_hour: int = Field(default=0, ge=0, le=23, description="UTC hour the day starts.")
+    monthly_spend: float | None = Field(
+        default=None, gt=0, description="Estimated cost per calendar month (UTC), in `currency`."
+    )
+
+
+class Priorities(Section):
+    default: Priority = "interactive"
+    max: Priority = "interactive"
+
+    @model_validator(mode="after")
+    def _default_within_max(self) -> Self:
+        if PRIORITY_CLASSES.index(self.default) < PRIORITY_CLASSES.index(self.max):
+            raise ValueError(f"default {self.default!r} is above max {self.max!r}")
+        return self
+
+
 class Tenant(Section):
     name: Name
+    # Several hashes may be valid at once: rotation adds the new key, then drops the old.
     api_keys: list[KeyHash] = Field(min_length=1)
     webhook_secret: SecretStr
     rate_limit: RateLimit | None = None
     backends: list[str] = Field(default_factory=lambda: ["*"], min_length=1)
+    quotas: Quotas = Quotas()
+    priority: Priorities = Priorities()
+    weight: float = Field(
+        default=1.0, gt=0, le=1000, description="Share of the gateway queue within a class."
+    )
 
     @field_validator("webhook_secret")
     @classmethod
@@ -93,6 +124,14 @@ class Tenant(Section):
         return value
 
 
+class Price(Section):
+    """What one backend charges, as estimated: any mix of the three."""
+
+    per_image: float = Field(default=0.0, ge=0)
+    per_megapixel_step: float = Field(default=0.0, ge=0)
+    per_second: float = Field(default=0.0, ge=0)
+
+
 class Backend(Section):
     name: Name
     adapter: str
@@ -106,6 +145,7 @@ class Backend(Section):
     tags: list[Name] = Field(default_factory=list)
     models: dict[str, str] = Field(min_length=1)
     options: dict[str, Any] = Field(default_factory=dict)
+    price: Price = Price()
 
     @field_validator("adapter")
     @classmethod
@@ -231,6 +271,11 @@ class Shutdown(Section):
     )
 
 
+class Usage(Section):
+    currency: str = Field(default="USD", pattern=r"^[A-Z]{3}$")
+    retention_days: int = Field(default=400, ge=1, le=3660)
+
+
 class Settings(Section):
     public_url: HttpUrl
     store: str = Field(default="memory://", pattern=r"^(redis|rediss|unix|memory)://")
@@ -241,6 +286,7 @@ class Settings(Section):
     jobs: Jobs = Jobs()
     tunes: Tunes = Tunes()
     shutdown: Shutdown = Shutdown()
+    usage: Usage = Usage()
     tenants: list[Tenant] = Field(min_length=1)
     backends: list[Backend] = Field(min_length=1)
     log_level: Literal["debug", "info", "warning", "error"] = "info"

@@ -93,6 +93,13 @@ class RateLimited(GatewayError):
     code = "rate_limited"
 
 
+class QuotaExceeded(GatewayError):
+    """Over a tenant quota; `details[0]` is {limit, value, resets_at}."""
+
+    status = 429
+    code = "quota_exceeded"
+
+
 class QueueFull(GatewayError):
     status = 429
     code = "queue_full"

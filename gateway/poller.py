@@ -134,12 +134,13 @@ class Poller:
     async def _queued(self, current: Versioned) -> None:
         """A queued job is due: still in line, or it lost its place (a crash) and needs one."""
         job_id, tenant = current.record.id, current.record.tenant
+        priority = current.record.priority
         if await self._queue.contains(job_id):
             await self._schedules.schedule_poll(job_id, time.time() + self._lease)
             return
         dispatched = await self._dispatcher.dispatch(current)
         if not dispatched.placed:
-            await self._queue.push(job_id, tenant, force=True)
+            await self._queue.push(job_id, tenant, priority, force=True)
 
     async def _resubmit_lost(self, job_id: str, backend: Backend) -> None:
         """Polling proved the provider lost the job: free its slots and queue it again."""
@@ -156,7 +157,7 @@ class Poller:
         if saved is None or saved.record.status is not JobStatus.QUEUED:
             return
         await self._router.release(backend.name, released)
-        await self._queue.push(job_id, saved.record.tenant, force=True)
+        await self._queue.push(job_id, saved.record.tenant, saved.record.priority, force=True)
         log.warning("job_lost_by_provider", job_id=job_id, backend=backend.name)
 
     async def _poll_parts(

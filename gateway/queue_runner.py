@@ -71,6 +71,8 @@ class QueueRunner:
             self._wake.clear()
             if self._stopping:
                 return
+            # Refreshes how many wait per class: a new job does not overtake them.
+            await self._queue.count_classes()
             await self.drain()
 
     async def drain(self) -> int:

@@ -23,6 +23,7 @@ from gateway.jobs.model import JobRecord, JobStatus
 from gateway.jobs.updater import JobUpdater
 from gateway.poller import Poller
 from gateway.queue_runner import QueueRunner
+from gateway.quotas import Quotas
 from gateway.relay.dead_letters import DeadLetters
 from gateway.relay.guard import GuardedResolver, OutboundGuard
 from gateway.relay.sender import Sender
@@ -36,9 +37,12 @@ from gateway.store.fleet import FleetStore
 from gateway.store.health import StoreHealth
 from gateway.store.jobs import JobStore
 from gateway.store.queue import GatewayQueue
+from gateway.store.quotas import QuotaStore
 from gateway.store.ratelimit import RateLimiter
 from gateway.store.schedules import Schedules
+from gateway.store.usage import UsageStore
 from gateway.tunes.service import Tunes, build_tunes
+from gateway.usage import Accountant
 from observability.metrics import Metrics
 from routing.backends import Backend
 from routing.eligibility import Eligibility
@@ -73,6 +77,8 @@ class Services:
     relay: Relay
     sync: FleetSync
     held: HeldReservations
+    quotas: Quotas
+    usage: UsageStore
     dead_letters: DeadLetters
     tunes: Tunes
     deliveries: DeliverySources
@@ -163,8 +169,13 @@ async def build_services(
         ),
     )
 
-    queue = GatewayQueue(store, settings.routing.queue_bound)
+    queue = GatewayQueue(
+        store, settings.routing.queue_bound, {t.name: t.weight for t in settings.tenants}
+    )
     runner_ref: list[QueueRunner] = []
+    quotas = Quotas(
+        QuotaStore(store), settings.tenants, metrics, result_timeout=settings.jobs.result_timeout
+    )
 
     async def on_final(record: JobRecord) -> None:
         if record.backend and record.reserved:
@@ -172,14 +183,24 @@ async def build_services(
             held.drop(record.backend, record.reserved)
             for runner in runner_ref:
                 runner.wake()
+        await quotas.finished(record.tenant, record.id)
         metrics.jobs.labels(record.tenant, record.status.value).inc()
+        if record.usage is not None and record.backend:
+            metrics.usage_images.labels(record.tenant, record.backend).inc(record.usage.images)
+            metrics.usage_cost.labels(record.tenant, record.backend).inc(record.usage.cost)
         if record.completed_at is not None:
             metrics.job_duration.labels(record.backend or "none", record.status.value).observe(
                 (record.completed_at - record.created_at).total_seconds()
             )
         await learn_speed(router, record)
 
-    updater = JobUpdater(jobs, on_final)
+    updater = JobUpdater(
+        jobs,
+        on_final,
+        account=Accountant(
+            {b.name: b.price for b in settings.backends}, settings.usage.retention_days
+        ),
+    )
     eligibility = Eligibility(
         list(backends.values()), {t.name: t.backends for t in settings.tenants}
     )
@@ -278,6 +299,8 @@ async def build_services(
         dead_letters=DeadLetters(deliveries),
         tunes=tunes,
         deliveries=deliveries,
+        quotas=quotas,
+        usage=UsageStore(store),
         store_health=StoreHealth(store),
         shared_gauges=SharedGauges(
             jobs=jobs, queue=queue, tenants=[t.name for t in settings.tenants], metrics=metrics
@@ -305,3 +328,4 @@ async def start_background(services: Services) -> None:
     bg.start("relay-maintenance", services.relay.maintenance_loop)
     bg.start("shared-gauges", services.shared_gauges.run)
     bg.start("tune-poller", services.tunes.poller.run)
+    bg.start("quota-reaper", services.quotas.reap_loop)

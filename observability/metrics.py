@@ -324,5 +324,28 @@ class Metrics:
     def provider_error(self, backend: str, adapter: str, outcome: str) -> None:
         self.provider_errors.labels(backend, adapter, ERROR_KINDS.get(outcome, "refused")).inc()
 
+        # Issue 10: usage and quotas. Counted by the instance that records a job's end, so
+        # `sum` across instances equals GET /v1/usage.
+        self.usage_images = Counter(
+            "gateway_usage_images_total",
+            "Images delivered by succeeded jobs, by tenant and backend.",
+            ["tenant", "backend"],
+            registry=r,
+        )
+        self.usage_cost = Counter(
+            "gateway_usage_cost_total",
+            "Estimated cost of succeeded jobs from the configured price table, in the "
+            "configured currency (usage.currency, USD unless set), by tenant and backend.",
+            ["tenant", "backend"],
+            registry=r,
+        )
+        self.quota_rejections = Counter(
+            "gateway_quota_rejections_total",
+            "Submissions refused with 429 by a tenant limit (rate_limit, concurrency, "
+            "daily_images, monthly_spend).",
+            ["tenant", "limit"],
+            registry=r,
+        )
+
     def exposition(self) -> bytes:
         return generate_latest(self.registry)

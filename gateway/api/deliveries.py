@@ -11,9 +11,10 @@ from aiohttp import web
 
 from gateway import ids
 from gateway.api.bodies import read_model
+from gateway.api.callers import acting_for
 from gateway.api.schemas import DeadLetterList, DeadLetterView, ReplayRequest, ReplayResult
 from gateway.context import services
-from gateway.errors import BadRequest, Conflict, Forbidden, NotFound, field_detail
+from gateway.errors import BadRequest, Conflict, NotFound, field_detail
 from gateway.relay.dead_letters import NotReplayable
 
 MAX_LIMIT = 1000
@@ -23,21 +24,6 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/v1/deliveries/dead", list_dead)
     app.router.add_post("/v1/deliveries/replay", replay_since)
     app.router.add_post("/v1/deliveries/{id}/replay", replay_one)
-
-
-def _caller(request: web.Request, asked: str | None) -> list[str]:
-    """The tenants this caller may act for: all (admin) or its own."""
-    s = services(request)
-    try:
-        s.directory.admin(request)
-    except Forbidden:
-        own = s.directory.tenant(request).name
-        if asked not in (None, own):
-            raise NotFound(f"no tenant {asked}") from None
-        return [own]
-    if asked is not None and asked not in s.directory.by_name:
-        raise NotFound(f"no tenant {asked}")
-    return [asked] if asked else list(s.directory.by_name)
 
 
 def _since(raw: str | None) -> float:
@@ -68,7 +54,7 @@ def _limit(raw: str | None) -> int:
 
 
 async def list_dead(request: web.Request) -> web.Response:
-    tenants = _caller(request, request.query.get("tenant"))
+    tenants = acting_for(request, request.query.get("tenant"))
     since, limit = _since(request.query.get("since")), _limit(request.query.get("limit"))
     letters = []
     for tenant in tenants:
@@ -87,7 +73,10 @@ async def replay_one(request: web.Request) -> web.Response:
     current = await s.deliveries.get(job_id) if known else None
     if current is None:
         raise NotFound(f"no job {job_id}")
-    _caller(request, current.record.tenant)
+    try:
+        acting_for(request, current.record.tenant)
+    except NotFound:
+        raise NotFound(f"no job {job_id}") from None  # another tenant's: not even its name
     try:
         record = await s.dead_letters.replay(current)
     except NotReplayable as exc:
@@ -100,7 +89,7 @@ async def replay_one(request: web.Request) -> web.Response:
 async def replay_since(request: web.Request) -> web.Response:
     body = await read_model(request, ReplayRequest)
     replayed = 0
-    for tenant in _caller(request, body.tenant):
+    for tenant in acting_for(request, body.tenant):
         replayed += await services(request).dead_letters.replay_since(
             tenant, body.since.timestamp()
         )

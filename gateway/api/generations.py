@@ -9,10 +9,12 @@ import orjson
 import structlog
 from aiohttp import web
 
-from adapters.normalized import GenerationRequest
+from adapters.normalized import PRIORITY_CLASSES, GenerationRequest, Priority
 from gateway import ids
 from gateway.api.bodies import read_model, screen_urls
+from gateway.config import Tenant
 from gateway.context import services
+from gateway.dispatch import Dispatched
 from gateway.errors import (
     BadRequest,
     Conflict,
@@ -20,7 +22,7 @@ from gateway.errors import (
     NoEligibleBackend,
     NotFound,
     QueueFull,
-    RateLimited,
+    QuotaExceeded,
     ServiceUnavailable,
     field_detail,
 )
@@ -72,15 +74,15 @@ async def _submit(request: web.Request) -> web.Response:
         context={"allow_http": s.settings.outbound.allow_http},
         image_bytes=GenerationRequest.data_uri_bytes,
     )
+    priority = _priority(tenant, body)
     if tenant.rate_limit is not None:
         wait = await s.rate.acquire(
             tenant.name, tenant.rate_limit.per_second, tenant.rate_limit.burst
         )
         if wait > 0:
             s.metrics.rate_limited.labels(tenant.name).inc()
-            raise RateLimited(
-                f"tenant {tenant.name} is over its rate limit",
-                headers={"Retry-After": str(max(1, int(wait + 0.999)))},
+            raise s.quotas.refuse(
+                tenant.name, "rate_limit", tenant.rate_limit.per_second, time.time() + wait, wait
             )
     await screen_urls(request, body.urls())
     eligible = await _eligible(request, tenant.name, body)
@@ -116,8 +118,18 @@ async def _submit(request: web.Request) -> web.Response:
             mode="json", exclude_none=True, exclude={"webhook_url", "metadata"}
         ),
         deadline=time.time() + s.settings.jobs.result_timeout,
+        priority=priority,
     )
     structlog.contextvars.bind_contextvars(job_id=record.id)
+    try:
+        await s.quotas.admit(tenant, record.id, body.num_images, record.deadline)
+    except QuotaExceeded:
+        # A replay of a request already accepted is answered as such, quota or not.
+        if idempotency is not None and (
+            found := await s.jobs.idempotent(shard, tenant.name, key_digest)
+        ):
+            return await _replay(request, found, body_hash)
+        raise
     existing = await s.jobs.create(
         record,
         poll_due=time.time() + s.settings.jobs.dispatch_timeout,
@@ -125,10 +137,20 @@ async def _submit(request: web.Request) -> web.Response:
         idempotency_ttl=s.settings.jobs.idempotency_ttl,
     )
     if existing is not None:
+        await s.quotas.undo(tenant, record.id, body.num_images)
         return await _replay(request, existing, body_hash)
-    dispatched = await s.dispatcher.dispatch(Versioned(1, record), eligible)
-    if not dispatched.placed and not await s.queue.push(record.id, tenant.name):
+    if s.queue.behind(priority):
+        # Jobs of this class or a higher one already wait: this one joins the line.
+        dispatched = Dispatched(None, placed=False)
+    else:
+        dispatched = await s.dispatcher.dispatch(Versioned(1, record), eligible)
+    if dispatched.placed:
+        pass
+    elif await s.queue.push(record.id, tenant.name, priority):
+        s.runner.wake()
+    else:
         await s.jobs.forget(record.id, tenant.name, key_digest if idempotency else None)
+        await s.quotas.undo(tenant, record.id, body.num_images)
         raise QueueFull(
             f"every eligible backend is busy and the gateway queue is full "
             f"({s.queue.bound} jobs); try again shortly",
@@ -137,6 +159,17 @@ async def _submit(request: web.Request) -> web.Response:
     s.metrics.jobs.labels(tenant.name, "accepted").inc()
     job = (dispatched.job.record if dispatched.job else record).public()
     return job_response(job, 202, {"Location": f"/v1/generations/{job.id}"})
+
+
+def _priority(tenant: Tenant, body: GenerationRequest) -> Priority:
+    """The request's class, or the tenant's default; never above the tenant's maximum."""
+    wanted = body.priority or tenant.priority.default
+    if PRIORITY_CLASSES.index(wanted) < PRIORITY_CLASSES.index(tenant.priority.max):
+        raise InvalidRequest(
+            f"priority: {wanted} is above this tenant's maximum ({tenant.priority.max})",
+            details=[field_detail("priority", f"at most {tenant.priority.max} for this tenant")],
+        )
+    return wanted
 
 
 async def _eligible(request: web.Request, tenant: str, body: GenerationRequest) -> Eligible:

@@ -20,6 +20,7 @@ from gateway.api.schemas import (
     ReplayResult,
     WebhookEvent,
 )
+from gateway.api.usage import UsageReport
 from gateway.jobs.model import Job
 
 DOCUMENT = web.AppKey("openapi_document", bytes)
@@ -36,6 +37,7 @@ _MODELS: list[tuple[type[BaseModel], Any]] = [
     (ReplayRequest, "validation"),
     (ReplayResult, "serialization"),
     *TUNE_MODELS,
+    (UsageReport, "serialization"),
 ]
 
 
@@ -167,6 +169,31 @@ def build_document() -> dict[str, Any]:
                         "content": {"application/json": {"schema": _ref(ReplayRequest)}},
                     },
                     "responses": {"202": _json(ReplayResult, "how many"), **_errors(400, 401, 404)},
+                }
+            },
+            "/v1/usage": {
+                "get": {
+                    "summary": "Usage and estimated cost (tenant: its own; admin: any or all)",
+                    "security": bearer,
+                    "parameters": [
+                        {
+                            "name": "from",
+                            "in": "query",
+                            "schema": {"type": "string", "format": "date"},
+                        },
+                        {
+                            "name": "to",
+                            "in": "query",
+                            "schema": {"type": "string", "format": "date"},
+                        },
+                        {
+                            "name": "group_by",
+                            "in": "query",
+                            "schema": {"type": "string", "enum": ["backend", "day"]},
+                        },
+                        {"name": "tenant", "in": "query", "schema": {"type": "string"}},
+                    ],
+                    "responses": {"200": _json(UsageReport, "usage"), **_errors(400, 401, 404)},
                 }
             },
             "/webhooks/{backend}/{track_id}": {

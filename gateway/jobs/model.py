@@ -8,6 +8,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from adapters.normalized import Priority
+
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
@@ -121,6 +123,15 @@ class DeliveryState(StrEnum):
     DEAD = "dead"  # dead-lettered after the last attempt (or 410)
 
 
+class JobUsage(BaseModel):
+    """What a succeeded job used and its estimated cost (see gateway/usage.py)."""
+
+    images: int
+    megapixel_steps: float
+    provider_seconds: float
+    cost: float
+
+
 class JobRecord(Job):
     """What the store keeps: the public job plus what the gateway needs to finish it."""
 
@@ -137,6 +148,8 @@ class JobRecord(Job):
     delivery_state: DeliveryState = DeliveryState.NONE
     delivery_base: int = 0  # attempts before the last replay; the schedule restarts there
     provider_error_body: str | None = None  # size-limited raw body of an unreadable webhook
+    priority: Priority = "interactive"  # its class in the gateway queue
+    usage: JobUsage | None = None  # set by the change that makes it succeed
 
     def public(self) -> Job:
         return Job.model_validate(self.model_dump(include=set(PUBLIC_FIELDS)))

@@ -9,6 +9,7 @@ from gateway.jobs.model import DeliveryState, JobRecord, JobStatus
 from gateway.relay.events import render_event
 from gateway.store.jobs import Conflict, JobStore, PollChange, Versioned
 from gateway.store.keys import EVENTS_CHANNEL
+from gateway.store.usage import UsageEntry
 
 
 @dataclass(frozen=True)
@@ -21,6 +22,8 @@ class Change:
 # A mutation edits the record in place and returns a Change, or None for "nothing to do".
 Mutation = Callable[[JobRecord], Change | None]
 FinalHook = Callable[[JobRecord], Awaitable[None]]
+# Prices a job that just ended (and notes it on the record); None when nothing to record.
+Accounting = Callable[[JobRecord], UsageEntry | None]
 
 
 class JobChurn(Exception):
@@ -28,10 +31,18 @@ class JobChurn(Exception):
 
 
 class JobUpdater:
-    def __init__(self, jobs: JobStore, on_final: FinalHook, *, tries: int = 8) -> None:
+    def __init__(
+        self,
+        jobs: JobStore,
+        on_final: FinalHook,
+        *,
+        tries: int = 8,
+        account: Accounting | None = None,
+    ) -> None:
         self._jobs = jobs
         self._on_final = on_final
         self._tries = tries
+        self._account = account
 
     async def update(
         self,
@@ -60,6 +71,7 @@ class JobUpdater:
                 return current
             became_final = record.status.final and not was_final
             body = None
+            usage = self._account(record) if became_final and self._account else None
             if became_final and record.webhook_url and record.status is not JobStatus.CANCELED:
                 record.delivery_state = DeliveryState.PENDING
                 body = render_event(record)
@@ -70,6 +82,7 @@ class JobUpdater:
                     poll="remove" if record.status.final else change.poll,
                     delivery_body=body,
                     channel=EVENTS_CHANNEL if became_final else "",
+                    usage=usage,
                 )
             except Conflict:
                 current = None

@@ -10,6 +10,7 @@ from gateway.ids import SHARDS, shard_of
 from gateway.jobs.model import JobRecord
 from gateway.store import keys
 from gateway.store.connect import Store
+from gateway.store.usage import UsageEntry
 
 DeliveryAction = Literal["done", "retry", "dead"]
 
@@ -70,6 +71,13 @@ class JobStore:
         )
         return existing.decode() if existing else None
 
+    async def idempotent(self, shard: int | None, tenant: str, key_digest: str) -> str | None:
+        """The value stored under a tenant's idempotency key, if any."""
+        if shard is None:
+            return None
+        found = await self._store.redis.get(keys.idempotency(shard, tenant, key_digest))
+        return found.decode() if isinstance(found, bytes) else None
+
     async def forget(self, job_id: str, tenant: str, idempotency_key: str | None) -> None:
         """Remove a job that was refused before acceptance, with its idempotency key."""
         shard = shard_of(job_id)
@@ -98,9 +106,11 @@ class JobStore:
         poll: PollChange = "keep",
         delivery_body: bytes | None = None,
         channel: str = "",
+        usage: UsageEntry | None = None,
     ) -> Versioned | None:
         """Write `record` if the job is still at `current.version`.
 
+        With `usage`, the same step records it in the tenant's usage (exactly once).
         Raises `Conflict` when it changed meanwhile; returns None when the job is gone.
         """
         shard = shard_of(record.id)
@@ -109,19 +119,22 @@ class JobStore:
             if isinstance(poll, str)
             else str(int(poll * 1000))
         )
+        script_keys = [keys.job(record.id), keys.polls(shard), keys.deliveries(shard)]
+        args: list[str | int | bytes] = [
+            current.version,
+            record.model_dump_json(),
+            record.status.value,
+            self._ttl_ms(record),
+            poll_arg,
+            record.id,
+            channel,
+            delivery_body or b"",
+        ]
+        if usage is not None:
+            script_keys += usage.keys(shard)
+            args += usage.args()
         version = await self._store.run(
-            "JOB_CAS",
-            [keys.job(record.id), keys.polls(shard), keys.deliveries(shard)],
-            [
-                current.version,
-                record.model_dump_json(),
-                record.status.value,
-                self._ttl_ms(record),
-                poll_arg,
-                record.id,
-                channel,
-                delivery_body or b"",
-            ],
+            "JOB_CAS" if usage is None else "JOB_CAS_USAGE", script_keys, args
         )
         if version == 0:
             raise Conflict(record.id)

@@ -11,6 +11,11 @@ Hash tags keep each Lua script's keys in one Cluster slot:
 - tunes live in the job shards too (`{j<hex>}:tune:<id>`, with their own poll schedule),
   so their client webhooks go through the same delivery streams; `{tunes:<tenant>}`
   indexes a tenant's tunes by creation time for listing.
+- `{t:<tenant>}`: a tenant's quota counters (jobs in flight, images today), so admission
+  is one atomic script.
+
+A job's usage is recorded in its own shard (`{j<hex>}:usage:...`) by the same script that
+makes it final, so it is counted exactly once; reading usage sums the 16 shards.
 """
 
 from __future__ import annotations
@@ -71,11 +76,8 @@ def queue() -> str:
 
 
 def queue_tenants() -> str:
-    return f"{PREFIX}:{{queue}}:tenant-time"
-
-
-def queue_clock() -> str:
-    return f"{PREFIX}:{{queue}}:virtual-time"
+    """Each (class, tenant)'s last finish tag: field `<class index>:<tenant>`."""
+    return f"{PREFIX}:{{queue}}:tenant-finish"
 
 
 def tune(tune_id: str) -> str:
@@ -93,3 +95,24 @@ def tune_index(tenant: str) -> str:
 def tune_load() -> str:
     """Per backend: epoch seconds when the last training it accepted should be done."""
     return f"{PREFIX}:{{fleet}}:tune-load"
+
+
+def queue_clocks() -> str:
+    """Each priority class's virtual time: field `<class index>`."""
+    return f"{PREFIX}:{{queue}}:virtual-times"
+
+
+def tenant_inflight(tenant: str) -> str:
+    return f"{PREFIX}:{{t:{tenant}}}:inflight"
+
+
+def tenant_daily(tenant: str, window: int) -> str:
+    return f"{PREFIX}:{{t:{tenant}}}:daily:{window}"
+
+
+def usage_day(shard: int, tenant: str, day: str) -> str:
+    return f"{_shard(shard)}:usage:{tenant}:{day}"
+
+
+def spend_month(shard: int, month: str) -> str:
+    return f"{_shard(shard)}:spend:{month}"

@@ -237,24 +237,40 @@ redis.call('HSET', KEYS[1], ARGV[1], value)
 return tostring(value)
 """
 
-# The gateway queue: start-time fair queuing across tenants in one sorted set. A job's
-# score is one past the later of the queue's virtual time and its tenant's last score,
-# so a tenant's burst interleaves with everyone else instead of going first.
-# KEYS: queue zset, tenant scores hash, virtual time. ARGV: job_id, tenant, bound.
-QUEUE_PUSH = """
+# The gateway queue: priority classes, then weighted start-time fair queuing (SFQ) across
+# tenants within a class, in one sorted set. A job's start tag is the later of its class's
+# virtual time and its tenant's last finish tag; its finish tag is start + 1/weight, so a
+# tenant of weight 3 gets three places in line for every one of a tenant of weight 1, and a
+# burst interleaves with everyone else instead of going first. The score is
+# class * queue_class_span + start: every job of a higher class (lower index) pops first.
+# KEYS: queue zset, tenant finish tags, class virtual times.
+# ARGV: job_id, tenant, bound, class index, weight.
+queue_class_span = 10**12  # lowercase: not a script
+QUEUE_PUSH = f"""
+if redis.call('ZSCORE', KEYS[1], ARGV[1]) then return 1 end
 if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[3]) then return 0 end
-local vnow = tonumber(redis.call('GET', KEYS[3]) or '0')
-local last = tonumber(redis.call('HGET', KEYS[2], ARGV[2]) or '0')
-local score = math.max(vnow, last) + 1
-redis.call('HSET', KEYS[2], ARGV[2], score)
-redis.call('ZADD', KEYS[1], 'NX', score, ARGV[1])
+local field = ARGV[4] .. ':' .. ARGV[2]
+local vnow = tonumber(redis.call('HGET', KEYS[3], ARGV[4]) or '0')
+local finish = tonumber(redis.call('HGET', KEYS[2], field) or '0')
+local start = math.max(vnow, finish)
+redis.call('HSET', KEYS[2], field, start + 1 / tonumber(ARGV[5]))
+redis.call('ZADD', KEYS[1], tonumber(ARGV[4]) * {queue_class_span} + start, ARGV[1])
 return 1
 """
 
-# KEYS: queue zset, virtual time. ARGV: count. Pops the fairest jobs, with their scores.
-QUEUE_POP = """
+# KEYS: queue zset, class virtual times. ARGV: count. Pops the first jobs in line, with
+# their scores; each class's virtual time moves forward to the start tag it served.
+QUEUE_POP = f"""
 local popped = redis.call('ZPOPMIN', KEYS[1], ARGV[1])
-if #popped > 0 then redis.call('SET', KEYS[2], popped[#popped]) end
+for i = 2, #popped, 2 do
+  local score = tonumber(popped[i])
+  local class = math.floor(score / {queue_class_span})
+  local start = score - class * {queue_class_span}
+  local field = string.format('%d', class)
+  if start > tonumber(redis.call('HGET', KEYS[2], field) or '0') then
+    redis.call('HSET', KEYS[2], field, start)
+  end
+end
 return popped
 """
 
@@ -274,3 +290,56 @@ local current = tonumber(redis.call('HGET', KEYS[1], ARGV[1]) or '0')
 if tonumber(ARGV[2]) > current then redis.call('HSET', KEYS[1], ARGV[1], ARGV[2]) end
 return 1
 """
+
+# KEYS: the tenant's in-flight set, its daily image counter (both `{t:<tenant>}`).
+# ARGV: now_ms, job_id, expiry_ms, concurrency (0: none), images, daily limit (0: none),
+# daily ttl_ms. A member expires at its job's deadline, when the job ends by then anyway:
+# a crash between admission and the job's end cannot hold a slot for ever.
+# Returns {0, 0} when admitted, {1, in flight} over concurrency, {2, images used} over daily.
+QUOTA_ADMIT = """
+local cap = tonumber(ARGV[4])
+if cap > 0 then
+  redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
+  local used = redis.call('ZCARD', KEYS[1])
+  if used >= cap then return {1, used} end
+end
+local daily = tonumber(ARGV[6])
+if daily > 0 then
+  local used = tonumber(redis.call('GET', KEYS[2]) or '0')
+  if used + tonumber(ARGV[5]) > daily then return {2, used} end
+  redis.call('INCRBY', KEYS[2], ARGV[5])
+  redis.call('PEXPIRE', KEYS[2], ARGV[7])
+end
+if cap > 0 then redis.call('ZADD', KEYS[1], ARGV[3], ARGV[2]) end
+return {0, 0}
+"""
+
+# KEYS: the tenant's in-flight set, its daily image counter. ARGV: job_id, images to give
+# back (0: none). Undoes an admission whose job was refused after all (queue full, replay).
+QUOTA_RELEASE = """
+redis.call('ZREM', KEYS[1], ARGV[1])
+if tonumber(ARGV[2]) > 0 and redis.call('EXISTS', KEYS[2]) == 1 then
+  if redis.call('DECRBY', KEYS[2], ARGV[2]) < 0 then redis.call('SET', KEYS[2], 0, 'KEEPTTL') end
+end
+return 1
+"""
+
+# JOB_CAS that also records the job's usage, for the change that makes a job succeed: the
+# usage lands exactly once, with the transition (a duplicate webhook or a retried finish
+# loses the compare-and-set and records nothing).
+# Extra KEYS: the shard's usage hash for (tenant, day), its spend hash for the month.
+# Extra ARGV: backend, images, megapixel-steps (millionths), provider ms, cost (millionths),
+# usage ttl_ms, tenant.
+_RECORD_USAGE = """
+local b = ARGV[9]
+redis.call('HINCRBY', KEYS[4], b .. '|jobs', 1)
+redis.call('HINCRBY', KEYS[4], b .. '|images', ARGV[10])
+redis.call('HINCRBY', KEYS[4], b .. '|mps', ARGV[11])
+redis.call('HINCRBY', KEYS[4], b .. '|ms', ARGV[12])
+redis.call('HINCRBY', KEYS[4], b .. '|cost', ARGV[13])
+redis.call('PEXPIRE', KEYS[4], ARGV[14])
+redis.call('HINCRBY', KEYS[5], ARGV[15], ARGV[13])
+redis.call('PEXPIRE', KEYS[5], ARGV[14])
+"""
+assert JOB_CAS.endswith("return nv\n")
+JOB_CAS_USAGE = JOB_CAS.removesuffix("return nv\n") + _RECORD_USAGE + "return nv\n"

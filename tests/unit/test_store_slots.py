@@ -20,6 +20,15 @@ SCRIPT_KEYS = {
         keys.polls(IDEM_SHARD),
     ],
     "JOB_CAS": [keys.job(JOB), keys.polls(SHARD), keys.deliveries(SHARD)],
+    "JOB_CAS_USAGE": [
+        keys.job(JOB),
+        keys.polls(SHARD),
+        keys.deliveries(SHARD),
+        keys.usage_day(SHARD, "acme", "2026-12-01"),
+        keys.spend_month(SHARD, "2026-12"),
+    ],
+    "QUOTA_ADMIT": [keys.tenant_inflight("acme"), keys.tenant_daily("acme", 20000)],
+    "QUOTA_RELEASE": [keys.tenant_inflight("acme"), keys.tenant_daily("acme", 20000)],
     "DELIVERY_CAS": [
         keys.job(JOB),
         keys.deliveries(SHARD),
@@ -34,8 +43,8 @@ SCRIPT_KEYS = {
         keys.speeds(),
     ],
     "RENEW": [keys.reservations(b) for b in ("a", "b")],
-    "QUEUE_PUSH": [keys.queue(), keys.queue_tenants(), keys.queue_clock()],
-    "QUEUE_POP": [keys.queue(), keys.queue_clock()],
+    "QUEUE_PUSH": [keys.queue(), keys.queue_tenants(), keys.queue_clocks()],
+    "QUEUE_POP": [keys.queue(), keys.queue_clocks()],
     "DELETE_JOB": [
         keys.job(IDEM_JOB),
         keys.idempotency(IDEM_SHARD, "acme", "d"),
