@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import hmac
 from collections.abc import Sequence
 
 from aiohttp import web
@@ -23,20 +24,35 @@ def _digest(key: str) -> str:
     return "sha256:" + hashlib.sha256(key.encode()).hexdigest()
 
 
+def _find(digest: str, known: Sequence[tuple[bytes, Tenant | None]]) -> Tenant | bool | None:
+    """Compare with every known hash in constant time, whichever matches (no early exit)."""
+    presented = digest.encode()
+    found: Tenant | bool | None = False
+    for candidate, owner in known:
+        if hmac.compare_digest(presented, candidate):
+            found = owner
+    return found
+
+
 class Directory:
-    """Looks up who is calling; built once from the config."""
+    """Looks up who is calling; built once from the config.
+
+    A tenant may have several valid key hashes at once (rotation: add the new one, move
+    clients over, remove the old one). Every presented key is compared with every known
+    hash in constant time, so timing tells nothing about which keys exist.
+    """
 
     def __init__(self, tenants: Sequence[Tenant], admin_keys: Sequence[str]) -> None:
-        self._tenants = {key: tenant for tenant in tenants for key in tenant.api_keys}
-        self._admins = frozenset(admin_keys)
+        self._tenants = [(key.encode(), tenant) for tenant in tenants for key in tenant.api_keys]
+        self._admins: list[tuple[bytes, Tenant | None]] = [(k.encode(), None) for k in admin_keys]
         self.by_name = {tenant.name: tenant for tenant in tenants}
 
     def tenant(self, request: web.Request) -> Tenant:
-        tenant = self._tenants.get(_digest(_bearer(request)))
-        if tenant is None:
+        tenant = _find(_digest(_bearer(request)), self._tenants)
+        if not isinstance(tenant, Tenant):
             raise Unauthorized()
         return tenant
 
     def admin(self, request: web.Request) -> None:
-        if _digest(_bearer(request)) not in self._admins:
+        if _find(_digest(_bearer(request)), self._admins) is False:
             raise Forbidden("this route needs an admin key")

@@ -20,19 +20,18 @@ def measure(record: JobRecord, price: Price) -> JobUsage:
     images = len(record.images)
     requested = sum(p.images_requested for p in parts) or images or 1
     work = record.work_per_slot * len(record.reserved)
-    mps = work * images / requested
+    mps = round(work * images / requested, 6)
     started = [p.submitted_at for p in parts if p.submitted_at is not None]
-    seconds = (
+    seconds = round(
         max(0.0, (record.completed_at - min(started)).total_seconds())
         if started and record.completed_at is not None
-        else 0.0
+        else 0.0,
+        3,
     )
+    # From the rounded figures, so anyone can recompute a job's cost from its usage.
     cost = price.per_image * images + price.per_megapixel_step * mps + price.per_second * seconds
     return JobUsage(
-        images=images,
-        megapixel_steps=round(mps, 6),
-        provider_seconds=round(seconds, 3),
-        cost=round(cost, 6),
+        images=images, megapixel_steps=mps, provider_seconds=seconds, cost=round(cost, 6)
     )
 
 

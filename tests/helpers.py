@@ -66,10 +66,7 @@ def settings_dict(
             "ejection": {"consecutive_failures": 3, "base_time": 1, "max_time": 5},
         },
         "jobs": {"result_timeout": 30, "dispatch_timeout": 10},
-        "tenants": [
-            {"name": "acme", "api_keys": [hash_key(TENANT_KEY)], "webhook_secret": SECRET},
-            {"name": "globex", "api_keys": [hash_key(OTHER_KEY)], "webhook_secret": OTHER_SECRET},
-        ],
+        "tenants": tenants(),
         "backends": backends,
     }
     for key, value in overrides.items():
@@ -78,6 +75,16 @@ def settings_dict(
         else:
             base[key] = value
     return base
+
+
+def tenants(**extra: dict[str, Any]) -> list[dict[str, Any]]:
+    """The two test tenants (acme, globex), each with the extra config given by name."""
+    return [
+        {"name": "acme", "api_keys": [hash_key(TENANT_KEY)], "webhook_secret": SECRET}
+        | extra.get("acme", {}),
+        {"name": "globex", "api_keys": [hash_key(OTHER_KEY)], "webhook_secret": OTHER_SECRET}
+        | extra.get("globex", {}),
+    ]
 
 
 def make_settings(
