@@ -320,10 +320,6 @@ class Metrics:
             ["backend"],
             registry=r,
         )
-
-    def provider_error(self, backend: str, adapter: str, outcome: str) -> None:
-        self.provider_errors.labels(backend, adapter, ERROR_KINDS.get(outcome, "refused")).inc()
-
         # Issue 10: usage and quotas. Counted by the instance that records a job's end, so
         # `sum` across instances equals GET /v1/usage.
         self.usage_images = Counter(
@@ -346,6 +342,9 @@ class Metrics:
             ["tenant", "limit"],
             registry=r,
         )
+
+    def provider_error(self, backend: str, adapter: str, outcome: str) -> None:
+        self.provider_errors.labels(backend, adapter, ERROR_KINDS.get(outcome, "refused")).inc()
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)

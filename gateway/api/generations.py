@@ -139,7 +139,8 @@ async def _submit(request: web.Request) -> web.Response:
     if existing is not None:
         await s.quotas.undo(tenant, record.id, body.num_images)
         return await _replay(request, existing, body_hash)
-    if s.queue.behind(priority):
+    behind = s.queue.behind(priority)
+    if behind:
         # Jobs of this class or a higher one already wait: this one joins the line.
         dispatched = Dispatched(None, placed=False)
     else:
@@ -147,7 +148,8 @@ async def _submit(request: web.Request) -> web.Response:
     if dispatched.placed:
         pass
     elif await s.queue.push(record.id, tenant.name, priority):
-        s.runner.wake()
+        if behind:
+            s.runner.wake()  # it was not tried here: let the runner see whether there is room
     else:
         await s.jobs.forget(record.id, tenant.name, key_digest if idempotency else None)
         await s.quotas.undo(tenant, record.id, body.num_images)

@@ -25,9 +25,11 @@ async def test_usage_equals_the_sum_over_succeeded_jobs_and_the_metrics_agree(
 ) -> None:
     flaky_base, _ = await simulator(fail_rate=1.0)
     base, _ = await simulator(speed=0.3, concurrency=16, duplicate_webhook_rate=1.0)
+    slow_base, _ = await simulator(speed=30)
     backends = [
         backend("flaky", flaky_base, price={"per_image": 5}),
         backend("gpu", base, max_concurrency=16, price=PRICE),
+        backend("slow", slow_base, price={"per_image": 5}),
     ]
     one = await gateway(redis_url, backends, routing={"strategy": "priority"})
     two = await gateway(redis_url, backends, routing={"strategy": "priority"})
@@ -46,7 +48,11 @@ async def test_usage_equals_the_sum_over_succeeded_jobs_and_the_metrics_agree(
         assert resp.status == 202
         jobs.append((headers, (await resp.json())["id"]))
     # One is canceled while it runs: it is not usage, though the provider may finish it.
-    canceled = await one.delete(f"/v1/generations/{jobs[0][1]}", headers=AUTH)
+    resp = await two.post(
+        "/v1/generations", json={"prompt": "c", "backends": ["slow"]}, headers=AUTH
+    )
+    jobs.append((AUTH, (await resp.json())["id"]))
+    canceled = await one.delete(f"/v1/generations/{jobs[-1][1]}", headers=AUTH)
     assert canceled.status == 200
     finals = [
         await (await (one, two)[i % 2].get(f"/v1/generations/{j}?wait=30", headers=h)).json()
