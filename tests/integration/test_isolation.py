@@ -31,9 +31,14 @@ async def test_another_tenants_ids_are_404_on_every_route_and_change_nothing(
     recv.respond = refuse
     fast, _ = await simulator(speed=0.05)
     slow, _ = await simulator(speed=30)
+    trainer, _ = await simulator("astria", speed=0.05)
     client = await gateway(
         redis_url,
-        [backend("fast", fast), backend("slow", slow)],
+        [
+            backend("fast", fast),
+            backend("slow", slow),
+            backend("trainer", trainer, adapter="astria", models={"realistic": "690204"}),
+        ],
         routing={"strategy": "priority"},
     )
     # Tenant A: a finished job whose webhook is dead-lettered, with an idempotency key,
@@ -56,6 +61,14 @@ async def test_another_tenants_ids_are_404_on_every_route_and_change_nothing(
 
     await eventually(dead, timeout=8)
     a_jobs = [done["id"], running["id"]]
+    tune_body = {"name": "man", "branch": "fast", "images": ["https://images.example.com/a.jpg"]}
+    resp = await client.post(
+        "/v1/tunes", json=tune_body, headers={**AUTH, "Idempotency-Key": "shared-key"}
+    )
+    assert resp.status == 202, await resp.text()
+    tune_id = (await resp.json())["id"]
+    a_tune = await (await client.get(f"/v1/tunes/{tune_id}?wait=15", headers=AUTH)).json()
+    assert a_tune["status"] == "succeeded"
     before = await _a_state(redis_url, a_jobs)
     a_usage = await (await client.get("/v1/usage", headers=AUTH)).json()
     assert a_usage["total"]["jobs"] == 1
@@ -83,10 +96,18 @@ async def test_another_tenants_ids_are_404_on_every_route_and_change_nothing(
             ("POST", f"/v1/deliveries/{j}/replay", None, b, 404) for j in a_jobs
         ],
         "GET /v1/usage": [("GET", f"/v1/usage?tenant=acme&from={today}", None, b, 404)],
+        "POST /v1/tunes": [],  # the shared idempotency key: below
+        "GET /v1/tunes": [],  # B's own, empty listing: below
+        "GET /v1/tunes/{id}": [
+            ("GET", f"/v1/tunes/{tune_id}", None, b, 404),
+            ("GET", f"/v1/tunes/{tune_id}?wait=0.2", None, b, 404),
+        ],
+        "DELETE /v1/tunes/{id}": [("DELETE", f"/v1/tunes/{tune_id}", None, b, 404)],
         "POST /webhooks/{backend}/{track_id}": [
             # Without the submission token (only A's provider has it), nothing is applied.
             ("POST", f"/webhooks/slow/{track}?token=guess", {"status": "success"}, {}, 401),
             ("POST", f"/webhooks/slow/{track}", {"status": "success"}, {}, 401),
+            ("POST", f"/webhooks/trainer/{tune_id}.0?token=guess", {"id": 1}, {}, 401),
         ],
     }
     routes = {
@@ -110,6 +131,14 @@ async def test_another_tenants_ids_are_404_on_every_route_and_change_nothing(
     assert "Idempotent-Replayed" not in mine.headers
     assert (await mine.json())["id"] != done["id"]
     assert (await mine.json())["tenant"] == "globex"
+    theirs = await client.post(
+        "/v1/tunes", json=tune_body, headers={**b, "Idempotency-Key": "shared-key"}
+    )
+    assert theirs.status == 202
+    assert "Idempotent-Replayed" not in theirs.headers
+    assert (await theirs.json())["id"] != tune_id
+    listing = await (await client.get("/v1/tunes", headers=b)).json()
+    assert [t["id"] for t in listing["data"]] == [(await theirs.json())["id"]]
     # B's own views are its own, and empty of A.
     assert (await (await client.get("/v1/deliveries/dead", headers=b)).json())["dead_letters"] == []
     usage = await (await client.get(f"/v1/usage?from={today}", headers=b)).json()
@@ -120,6 +149,7 @@ async def test_another_tenants_ids_are_404_on_every_route_and_change_nothing(
     assert await _a_state(redis_url, a_jobs) == before
     assert await dead()
     assert await (await client.get("/v1/usage", headers=AUTH)).json() == a_usage
+    assert await (await client.get(f"/v1/tunes/{tune_id}", headers=AUTH)).json() == a_tune
     # And A (or an admin) still reaches all of it.
     for job_id in a_jobs:
         assert (await client.get(f"/v1/generations/{job_id}", headers=AUTH)).status == 200
