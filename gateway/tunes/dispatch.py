@@ -113,15 +113,20 @@ class TuneDispatcher:
         return await self._give_up(record.id, attempts, "no_backend_accepted", tried)
 
     async def _submit(self, candidate: TrainingCandidate, callback: Callback) -> TuneResult:
+        """Submit; after a "maybe accepted" only this backend is asked again (same title)."""
+        maybe: ProviderMaybeAccepted | None = None
         for retry in range(MAYBE_ACCEPTED_RETRIES + 1):
             try:
                 return await candidate.trainer.submit_tune(self._session, candidate.plan, callback)
-            except ProviderMaybeAccepted:
-                if retry == MAYBE_ACCEPTED_RETRIES:
+            except ProviderMaybeAccepted as exc:
+                maybe = exc
+            except ProviderError as exc:
+                # Once it may have taken the tune, failing over could train (and bill) twice.
+                if maybe is None or not exc.retryable:
                     raise
-                # Same title, same backend: the provider answers the tune it made.
-                await asyncio.sleep(0.5 * (retry + 1))
-        raise AssertionError("unreachable")
+            await asyncio.sleep(0.2 * (retry + 1))
+        assert maybe is not None
+        raise maybe
 
     async def _accepted(
         self,

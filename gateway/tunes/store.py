@@ -78,7 +78,21 @@ class TuneStore:
             return str(existing.decode())
         index = keys.tune_index(record.tenant)
         await self._store.redis.zadd(index, {record.id: record.created_at.timestamp()})
+        await self._prune(index)
         return None
+
+    async def _prune(self, index: str, count: int = 8) -> None:
+        """Drop a few of the oldest index entries whose tunes expired: the index stays
+        bounded by the tunes that exist, even for a tenant that never lists them."""
+        reply: Any = await self._store.redis.zrange(index, 0, count - 1)
+        oldest: list[bytes] = reply
+        if not oldest:
+            return
+        async with self._store.redis.pipeline(transaction=False) as pipe:
+            for member in oldest:
+                pipe.exists(keys.tune(member.decode()))
+            alive = await pipe.execute()
+        await self._forget(index, [m for m, live in zip(oldest, alive, strict=True) if not live])
 
     async def get(self, tune_id: str) -> VersionedTune | None:
         version, doc = await self._store.redis.hmget(keys.tune(tune_id), ["v", "doc"])

@@ -288,3 +288,55 @@ def test_the_demo_trains_a_tune_and_generates_with_it() -> None:
     assert re.search(
         r"model tune:tune_[0-9a-f]{24}: gen_\w+ succeeded on astria-key-1", demo.stdout
     )
+
+
+async def test_failover_before_acceptance_only(
+    redis_url: str, simulator: Simulator, gateway: Gateway
+) -> None:
+    # astria-1 answers every create with a server error, cycling 503, 504, 500, 502; what
+    # its 504 creates trains too slowly to call back during this test.
+    broken, _ = await simulator("astria", fail_rate=1, speed=60)
+    healthy, _ = await simulator("astria", speed=0.05)
+    gw = await gateway(redis_url, [astria("astria-1", broken), astria("astria-2", healthy)])
+    resp = await gw.post("/v1/tunes", json=tune_body(), headers=AUTH)
+    moved = await resp.json()
+    assert moved["backend"] == "astria-2"
+    assert [(a["backend"], a["outcome"]) for a in moved["attempts"]] == [
+        ("astria-1", "server_error"),
+        ("astria-2", "accepted"),
+    ]
+    # Next, astria-1's 504 means "maybe created": only astria-1 is asked again (same title),
+    # never astria-2, which could train it twice.
+    resp = await gw.post("/v1/tunes", json=tune_body(), headers=AUTH)
+    stuck = await resp.json()
+    assert stuck["status"] == "failed", stuck
+    assert stuck["error"]["code"] == "provider_maybe_accepted"
+    assert (await sim_stats(healthy))["submitted"] == 1
+
+
+async def test_the_listing_index_forgets_expired_tunes(redis_url: str) -> None:
+    from gateway.jobs.model import utcnow
+    from gateway.store import keys, open_store
+    from gateway.tunes.model import TuneRecord
+    from gateway.tunes.store import TuneStore
+
+    store = await open_store(redis_url)
+    tunes = TuneStore(store, retention=60, training_timeout=60)
+    try:
+        made = []
+        for _ in range(3):
+            now, tune_id = utcnow(), ids.new_tune_id()
+            record = TuneRecord(
+                id=tune_id, status="queued", tenant="acme", name="man", title=tune_id,
+                model=f"tune:{tune_id}", created_at=now, updated_at=now, secret="s",
+            )  # fmt: skip
+            await tunes.create(record, poll_due=0, idempotency=None, ttl=60)
+            made.append(record)
+        await store.redis.delete(keys.tune(made[0].id))  # as if it had expired
+        await tunes.create(made[1].model_copy(update={"id": ids.new_tune_id()}), poll_due=0,
+                           idempotency=None, ttl=60)  # fmt: skip
+        members = await store.redis.zrange(keys.tune_index("acme"), 0, -1)
+        assert made[0].id.encode() not in members
+        assert len(members) == 3
+    finally:
+        await store.close()
