@@ -12,7 +12,7 @@ import re
 from enum import StrEnum
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, Field, ValidationInfo, field_validator
+from pydantic import AfterValidator, Field, field_validator
 
 from adapters.normalized import (
     MAX_URL_LENGTH,
@@ -80,8 +80,10 @@ class TuneRequest(Strict):
         default=None, max_length=MAX_CHARACTERISTICS
     )
     auto_extend: bool | None = None
-    webhook_url: str | None = Field(default=None, max_length=MAX_URL_LENGTH)
-    metadata: dict[str, Any] | None = None
+    webhook_url: Annotated[str | None, AfterValidator(check_webhook_url)] = Field(
+        default=None, max_length=MAX_URL_LENGTH
+    )
+    metadata: Annotated[dict[str, Any] | None, AfterValidator(check_metadata)] = None
     backends: list[Name] | None = Field(default=None, min_length=1, max_length=64)
 
     @field_validator("characteristics")
@@ -91,13 +93,3 @@ class TuneRequest(Strict):
             if not _CHARACTERISTIC.match(key):
                 raise ValueError(f"{key!r}: names are lowercase letters, digits and _")
         return value
-
-    @field_validator("webhook_url")
-    @classmethod
-    def _webhook_url(cls, value: str | None, info: ValidationInfo) -> str | None:
-        return check_webhook_url(value, info)
-
-    @field_validator("metadata")
-    @classmethod
-    def _metadata_size(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
-        return check_metadata(value)

@@ -23,14 +23,14 @@ _ID = re.compile(r"^[A-Za-z0-9_-]+$")
 _URL_IDS = re.compile(r"/tunes/([0-9]+)/prompts/([0-9]+)")
 
 
-def unwrap(data: Any) -> dict[str, Any]:
-    """The prompt object, whether bare or wrapped as `{"prompt": {...}}`."""
+def unwrap(data: Any, wrapper: str = "prompt") -> dict[str, Any]:
+    """The prompt (or tune) object, whether bare or wrapped as `{"prompt": {...}}`."""
     if not isinstance(data, dict):
         raise ProviderBadAnswer(f"expected a JSON object, got {type(data).__name__}")
-    if "prompt" in data and "id" not in data:
-        inner = data["prompt"]
+    if wrapper in data and "id" not in data:
+        inner = data[wrapper]
         if not isinstance(inner, dict):
-            raise ProviderBadAnswer(f"'prompt' is not an object ({type(inner).__name__})")
+            raise ProviderBadAnswer(f"'{wrapper}' is not an object ({type(inner).__name__})")
         return inner
     return data
 

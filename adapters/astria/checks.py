@@ -7,6 +7,7 @@ the documentation does not list are refused, so adapter typos surface in tests.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from adapters.astria import tables
@@ -88,8 +89,14 @@ def present(fields: dict[str, Any], name: str) -> bool:
 
 def validate(fields: dict[str, Any]) -> Invalid | None:
     """Astria's own checks of one prompt's fields; file fields hold the uploaded bytes."""
+    return first_problem(_validate, fields)
+
+
+def first_problem(
+    check: Callable[[dict[str, Any]], None], fields: dict[str, Any]
+) -> Invalid | None:
     try:
-        _validate(fields)
+        check(fields)
     except Invalid as exc:
         return exc
     return None

@@ -11,6 +11,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from adapters.astria.answers import unwrap
 from adapters.astria.wire import decode_data_uri
 from adapters.base import ResultState, Target, TunePlan, TuneResult
 from adapters.conversion import Notes
@@ -83,17 +84,6 @@ def _model_type(request: TuneRequest, notes: Notes, fields: dict[str, Any]) -> N
     fields["model_type"] = kind.value
 
 
-def unwrap(data: Any) -> dict[str, Any]:
-    if not isinstance(data, dict):
-        raise ProviderBadAnswer(f"expected a tune object, got {type(data).__name__}")
-    if "tune" in data and "id" not in data:
-        inner = data["tune"]
-        if not isinstance(inner, dict):
-            raise ProviderBadAnswer(f"'tune' is not an object ({type(inner).__name__})")
-        return inner
-    return data
-
-
 def _time(data: dict[str, Any], name: str) -> datetime | None:
     value = data.get(name)
     if value is None or value == "":
@@ -108,7 +98,7 @@ def _time(data: dict[str, Any], name: str) -> datetime | None:
 
 def read_tune(data: Any) -> TuneResult:
     """Any Astria tune object: a create answer, a poll answer or a callback."""
-    tune = unwrap(data)
+    tune = unwrap(data, "tune")
     raw_id = tune.get("id")
     if isinstance(raw_id, bool) or not isinstance(raw_id, int | str) or not str(raw_id).isdigit():
         raise ProviderBadAnswer("the tune object has no numeric 'id'")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from adapters.astria.checks import Invalid, boolean, number, one_of, url_field
+from adapters.astria.checks import Invalid, boolean, first_problem, number, one_of, url_field
 
 KNOWN_FIELDS = frozenset(
     {
@@ -42,11 +42,7 @@ def read_form(items: list[tuple[str, Any]]) -> dict[str, Any]:
 
 
 def validate(fields: dict[str, Any]) -> Invalid | None:
-    try:
-        _validate(fields)
-    except Invalid as exc:
-        return exc
-    return None
+    return first_problem(_validate, fields)
 
 
 def _validate(fields: dict[str, Any]) -> None:
