@@ -117,6 +117,12 @@ class Metrics:
             ["tenant", "event"],
             registry=r,
         )
+        self.tunes = Counter(
+            "gateway_tunes_total",
+            "Fine-tunes by lifecycle event (accepted, succeeded, failed, canceled).",
+            ["tenant", "event"],
+            registry=r,
+        )
         self.job_duration = Histogram(
             "gateway_job_duration_seconds",
             "Time from acceptance to the final state of a job, by backend and outcome.",

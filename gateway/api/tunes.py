@@ -120,6 +120,7 @@ async def submit(request: web.Request) -> web.Response:
     )
     if existing is not None:
         return await _replay(request, existing, idempotency[1] if idempotency else "")
+    s.metrics.tunes.labels(tenant.name, "accepted").inc()
     saved = await s.tunes.dispatcher.dispatch(VersionedTune(1, record))
     tune = (saved.record if saved else record).public()
     return tune_response(tune, 202, {"Location": f"/v1/tunes/{tune.id}"})

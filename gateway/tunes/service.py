@@ -48,7 +48,7 @@ def build_tunes(
     tunes = TuneStore(
         store, retention=settings.jobs.retention, training_timeout=settings.tunes.training_timeout
     )
-    updater = TuneUpdater(tunes)
+    updater = TuneUpdater(tunes, metrics)
     placement = Placement(store=store, backends=backends, eligibility=eligibility, view=router.view)
     dispatcher = TuneDispatcher(
         settings=settings,

@@ -16,6 +16,7 @@ from gateway.store.jobs import Conflict, PollChange
 from gateway.store.keys import EVENTS_CHANNEL
 from gateway.tunes.model import TuneRecord, TuneStatus
 from gateway.tunes.store import TuneStore, VersionedTune
+from observability.metrics import Metrics
 
 EVENT_TYPES = {TuneStatus.SUCCEEDED: "tune.succeeded", TuneStatus.FAILED: "tune.failed"}
 
@@ -33,8 +34,9 @@ def render_event(record: TuneRecord) -> bytes:
 
 
 class TuneUpdater:
-    def __init__(self, tunes: TuneStore, *, tries: int = 8) -> None:
+    def __init__(self, tunes: TuneStore, metrics: Metrics, *, tries: int = 8) -> None:
         self._tunes = tunes
+        self._metrics = metrics
         self._tries = tries
 
     async def update(
@@ -57,7 +59,7 @@ class TuneUpdater:
                 record.delivery_state = DeliveryState.PENDING
                 body = render_event(record)
             try:
-                return await self._tunes.save(
+                saved = await self._tunes.save(
                     current,
                     record,
                     poll="remove" if record.status.final else poll,
@@ -66,4 +68,8 @@ class TuneUpdater:
                 )
             except Conflict:
                 current = None
+                continue
+            if saved is not None and became_final:
+                self._metrics.tunes.labels(record.tenant, record.status.value).inc()
+            return saved
         raise TuneChurn(tune_id)

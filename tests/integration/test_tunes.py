@@ -62,6 +62,9 @@ async def test_train_then_generate_with_the_tune(
     await eventually(lambda: len(recv.deliveries) == 1)
     assert recv.deliveries[0]["payload"]["type"] == "tune.succeeded"
     assert recv.deliveries[0]["payload"]["data"]["id"] == done["id"]
+    metrics = await (await gw.get("/metrics")).text()
+    for event in ("accepted", "succeeded"):
+        assert f'gateway_tunes_total{{event="{event}",tenant="acme"}} 1.0' in metrics
 
     body = {"prompt": "a man on the moon", "model": done["model"]}
     resp = await gw.post("/v1/generations", json=body, headers=AUTH)
