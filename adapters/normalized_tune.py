@@ -93,3 +93,13 @@ class TuneRequest(Strict):
             if not _CHARACTERISTIC.match(key):
                 raise ValueError(f"{key!r}: names are lowercase letters, digits and _")
         return value
+
+    def urls(self) -> dict[str, str | None]:
+        """Every URL or `data:` URI in the request, by field name."""
+        found: dict[str, str | None] = {"webhook_url": self.webhook_url}
+        found.update({f"images[{n}]": image for n, image in enumerate(self.images)})
+        return found
+
+    def data_uri_bytes(self) -> int:
+        """How many characters of the request are `data:` images."""
+        return sum(len(v) for v in self.images if v.startswith("data:"))

@@ -14,7 +14,7 @@ from adapters.base import trainer_of
 from adapters.errors import ProviderError
 from adapters.normalized_tune import TuneRequest
 from gateway import ids
-from gateway.api.bodies import read_model
+from gateway.api.bodies import read_model, screen_urls
 from gateway.context import services
 from gateway.errors import (
     BadRequest,
@@ -70,7 +70,10 @@ async def submit(request: web.Request) -> web.Response:
     tenant = s.directory.tenant(request)
     structlog.contextvars.bind_contextvars(tenant=tenant.name)
     body = await read_model(
-        request, TuneRequest, context={"allow_http": s.settings.outbound.allow_http}
+        request,
+        TuneRequest,
+        context={"allow_http": s.settings.outbound.allow_http},
+        image_bytes=TuneRequest.data_uri_bytes,
     )
     low, high = s.settings.tunes.min_images, s.settings.tunes.max_images
     if not low <= len(body.images) <= high:
@@ -86,6 +89,7 @@ async def submit(request: web.Request) -> web.Response:
                 f"tenant {tenant.name} is over its rate limit",
                 headers={"Retry-After": str(max(1, int(wait + 0.999)))},
             )
+    await screen_urls(request, body.urls())
     idempotency = _idempotency(request, body)
     shard = ids.shard_for(tenant.name, idempotency[0]) if idempotency else None
     tune_id = ids.new_tune_id(shard)

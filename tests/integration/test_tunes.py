@@ -19,7 +19,8 @@ from tests.conftest import Gateway, Simulator
 from tests.helpers import AUTH, OTHER_AUTH, Receiver, backend, eventually, free_port
 
 DATA = "data:image/png;base64," + base64.b64encode(PNG).decode()
-URLS = [f"https://images.example.com/face-{n}.jpg" for n in range(4)]
+# Loopback: the tests allow it (`outbound.allow_networks`), and it resolves offline.
+URLS = [f"http://127.0.0.1:9/face-{n}.jpg" for n in range(4)]
 FAST = {"webhook_deadline": 0.5, "poll_interval": 0.2}
 Client = TestClient[Any, Any]
 
@@ -343,3 +344,16 @@ async def test_the_listing_index_forgets_expired_tunes(redis_url: str) -> None:
         assert len(members) == 3
     finally:
         await store.close()
+
+
+async def test_image_and_webhook_urls_are_screened(simulator: Simulator, gateway: Gateway) -> None:
+    origin, _ = await simulator("astria")
+    gw = await gateway("memory://", [astria("astria-1", origin)], outbound={"allow_networks": []})
+    for fields, field in [
+        ({"images": [DATA, DATA, DATA, "http://169.254.169.254/latest/meta-data"]}, "images[3]"),
+        ({"images": [DATA], "webhook_url": "http://10.0.0.8/hook"}, "webhook_url"),
+    ]:
+        resp = await gw.post("/v1/tunes", json=tune_body(**fields), headers=AUTH)
+        assert resp.status == 422, await resp.text()
+        assert (await resp.json())["error"]["details"][0]["field"] == field
+    assert (await sim_stats(origin))["submitted"] == 0

@@ -19,7 +19,8 @@ from tests.processes import ProcessGroup, gateway_config, wait_ready
 pytestmark = pytest.mark.integration
 
 DATA = "data:image/png;base64," + base64.b64encode(PNG).decode()
-URLS = [f"https://images.example.com/grumpy-{n}.jpg" for n in range(4)]
+# Loopback: the tests allow it (`outbound.allow_networks`), and it resolves offline.
+URLS = [f"http://127.0.0.1:9/grumpy-{n}.jpg" for n in range(4)]
 OPTIONS = {"webhook_deadline": 1, "poll_interval": 0.3}
 
 
