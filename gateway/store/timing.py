@@ -14,6 +14,7 @@ from collections.abc import Awaitable
 from typing import Any, TypeVar
 
 import redis.asyncio as redis
+from prometheus_client import Histogram
 from redis.asyncio.client import Pipeline
 from redis.exceptions import NoScriptError, RedisError
 
@@ -28,6 +29,7 @@ class CommandTiming:
     def __init__(self, metrics: Metrics | None) -> None:
         self.metrics = metrics
         self.scripts: dict[str, str] = {}
+        self._durations: dict[str, Histogram] = {}
 
     def operation(self, args: tuple[Any, ...]) -> str:
         name = str(args[0]).upper() if args else "UNKNOWN"
@@ -49,7 +51,14 @@ class CommandTiming:
             raise
         finally:
             if timed:
-                metrics.store_duration.labels(operation).observe(time.perf_counter() - started)
+                self._duration(metrics, operation).observe(time.perf_counter() - started)
+
+    def _duration(self, metrics: Metrics, operation: str) -> Histogram:
+        """The labelled child, looked up once per operation: this runs on every command."""
+        child = self._durations.get(operation)
+        if child is None:
+            child = self._durations[operation] = metrics.store_duration.labels(operation)
+        return child
 
 
 class TimedPipeline(Pipeline):

@@ -4,6 +4,7 @@ every accepted job finished and delivered, no reservation it held outliving its 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import signal
 import time
@@ -14,8 +15,14 @@ import aiohttp
 import pytest
 import redis.asyncio as redis
 
+from gateway import ids
+from gateway.context import SERVICES
+from gateway.drain import hand_back
+from gateway.jobs.model import JobRecord, JobStatus, utcnow
 from gateway.store import keys
-from tests.helpers import AUTH
+from gateway.store.jobs import Versioned
+from tests.conftest import Gateway, Simulator
+from tests.helpers import AUTH, backend, eventually
 from tests.ledger import LedgerReceiver, LedgerRun, drive, settle, start_ledger
 from tests.processes import ProcessGroup
 
@@ -120,3 +127,30 @@ async def test_sigterm_mid_run_drains_the_instance_and_loses_nothing(
     assert left_behind, "A held no running job at SIGTERM: the test did not exercise the drain"
     assert not (left_behind & seen["live_after_lease"]), seen
     assert live_at_end == set()
+
+
+async def test_a_dispatch_cut_short_hands_back_its_slots_and_requeues_the_job(
+    redis_url: str, gateway: Gateway, simulator: Simulator
+) -> None:
+    silent, _ = await simulator("modelslab", timeout_rate=1.0)  # never answers a submit
+    client = await gateway(redis_url, [backend("silent", silent, options={"timeout": 30})])
+    services = client.app[SERVICES]
+    now = utcnow()
+    record = JobRecord(
+        id=ids.new_job_id(), status=JobStatus.QUEUED, tenant="acme", created_at=now,
+        updated_at=now, secret=ids.new_job_secret(), request={"prompt": "cut short"},
+        deadline=time.time() + 60,
+    )  # fmt: skip
+    await services.jobs.create(record, poll_due=time.time() + 60)
+    dispatch = asyncio.create_task(services.dispatcher.dispatch(Versioned(1, record)))
+    await eventually(lambda: bool(services.dispatcher.unsettled), timeout=5)
+    reservations = keys.reservations("silent")
+    assert await services.store.redis.zcard(reservations) == 1
+    dispatch.cancel()  # what stopping the loops does to a dispatch that overran the drain
+    with contextlib.suppress(asyncio.CancelledError):
+        await dispatch
+
+    assert await hand_back(services) == 1
+    assert services.dispatcher.unsettled == {}
+    assert await services.store.redis.zcard(reservations) == 0
+    assert await services.queue.contains(record.id)  # another instance will take it
