@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test lint bench bench-overhead bench-tools redis-server clean
+.PHONY: run test lint bench bench-overhead bench-tools redis-server prometheus compose-cli apt-docker-compose clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -24,19 +24,36 @@ $(VENV)/.installed-bench: pyproject.toml $(VENV)/.installed-dev
 run: $(VENV)/.installed-run
 	$(BIN)/gateway demo
 
-## redis-server: install Debian's redis-server when it is missing (the tests start their own)
-redis-server:
-	@command -v redis-server >/dev/null 2>&1 || { \
-		echo "installing redis-server from Debian's packages"; \
+# $(call apt-install,COMMAND,PACKAGE): install Debian's PACKAGE when COMMAND is missing
+define apt-install
+	@command -v $(1) >/dev/null 2>&1 || { \
+		echo "installing $(2) from Debian's packages"; \
 		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 		export DEBIAN_FRONTEND=noninteractive; \
-		$$SUDO apt-get install -y --no-install-recommends redis-server >/dev/null 2>&1 || \
-		{ $$SUDO apt-get update >/dev/null && $$SUDO apt-get install -y --no-install-recommends redis-server >/dev/null; }; \
+		$$SUDO apt-get install -y --no-install-recommends $(2) >/dev/null 2>&1 || \
+		{ $$SUDO apt-get update >/dev/null && $$SUDO apt-get install -y --no-install-recommends $(2) >/dev/null; }; \
 	}
-	@command -v redis-server >/dev/null 2>&1 || { echo "redis-server is still missing" >&2; exit 1; }
+	@command -v $(1) >/dev/null 2>&1 || { echo "$(1) is still missing" >&2; exit 1; }
+endef
+
+## redis-server: install Debian's redis-server when it is missing (the tests start their own)
+redis-server:
+	$(call apt-install,redis-server,redis-server)
+
+## prometheus: install Debian's prometheus (and promtool) when missing (the live test starts its own)
+prometheus:
+	$(call apt-install,prometheus,prometheus)
+	$(call apt-install,promtool,prometheus)
+
+## compose-cli: `docker compose` or Debian's docker-compose, to check deploy/compose.yaml (no engine)
+compose-cli:
+	@docker compose version >/dev/null 2>&1 || { $(MAKE) --no-print-directory apt-docker-compose; }
+
+apt-docker-compose:
+	$(call apt-install,docker-compose,docker-compose)
 
 ## test: the whole suite against a real redis-server that the tests start and stop
-test: $(VENV)/.installed-dev redis-server
+test: $(VENV)/.installed-dev redis-server prometheus compose-cli
 	$(BIN)/pytest
 
 ## lint: ruff (lint + format check) and mypy --strict (bench/ included, so its extra too)
