@@ -9,7 +9,7 @@ from collections.abc import Mapping
 import aiohttp
 
 from adapters.base import Probe
-from gateway.config import Settings
+from gateway.config import Settings, backend_matches
 from gateway.held import HeldReservations
 from gateway.store.fleet import FleetStore, Snapshot
 from observability.logging import get_logger
@@ -45,6 +45,15 @@ class FleetSync:
         self._metrics = metrics
         for backend in backends.values():
             metrics.backend_capacity.labels(backend.name).set(backend.max_concurrency)
+        # Each tenant's pool, for the "every backend of a tenant's pool is down" alert.
+        self._pools = {
+            tenant.name: [
+                b.name
+                for b in settings.backends
+                if any(backend_matches(b, p) for p in tenant.backends)
+            ]
+            for tenant in settings.tenants
+        }
 
     async def refresh(self) -> None:
         started = time.time()
@@ -65,10 +74,14 @@ class FleetSync:
             state.seconds_per_unit = record.seconds_per_unit
             self._metrics.backend_inflight.labels(name).set(record.in_flight)
             self._metrics.backend_up.labels(name).set(1 if self._view.routable(name) else 0)
+            self._metrics.backend_ejected.labels(name).set(1 if self._view.ejected(name) else 0)
             self._metrics.backend_speed.labels(name).set(self._view.seconds_per_unit(name))
             self._metrics.backend_expected_wait.labels(name).set(
                 self._view.expected_completion(name, REFERENCE_WORK)
             )
+        for tenant, names in self._pools.items():
+            routable = sum(1 for name in names if self._view.routable(name))
+            self._metrics.tenant_routable_backends.labels(tenant).set(routable)
 
     async def refresh_loop(self) -> None:
         while True:

@@ -348,6 +348,19 @@ class Metrics:
             ["tenant", "limit"],
             registry=r,
         )
+        self.backend_ejected = Gauge(
+            "gateway_backend_ejected",
+            "1 while a backend is ejected after failures, else 0 (shared); drains and "
+            "429 cool-downs are not ejections.",
+            ["backend"],
+            registry=r,
+        )
+        self.tenant_routable_backends = Gauge(
+            "gateway_tenant_routable_backends",
+            "Routable backends among those a tenant may use (shared); 0: its jobs cannot run.",
+            ["tenant"],
+            registry=r,
+        )
 
     def provider_error(self, backend: str, adapter: str, outcome: str) -> None:
         self.provider_errors.labels(backend, adapter, ERROR_KINDS.get(outcome, "refused")).inc()

@@ -64,6 +64,11 @@ def test_compose_file_is_valid_and_holds_the_whole_setup() -> None:
     grafana = " ".join(map(str, services["grafana"]["volumes"]))
     assert "grafana/provisioning" in grafana
     assert "grafana/dashboards" in grafana
+    for name in gateways:  # the drain ends before compose's SIGKILL
+        env = {k: str(v) for k, v in services[name]["environment"].items()}
+        settings = parse_config((DEPLOY / "gateway.yaml").read_text(), env)
+        grace = float(services[name]["stop_grace_period"].removesuffix("s"))
+        assert settings.shutdown.drain_seconds + 5 <= grace
     # Secrets reach the gateways from the environment only: ${VAR:-demo default} in the file.
     raw = yaml.safe_load((DEPLOY / "compose.yaml").read_text())
     for name, value in raw["x-gateway-env"].items():
@@ -96,7 +101,9 @@ def test_kustomize_output_passes_kubernetes_validate(folder: str, tmp_path: Path
     config = docs["ConfigMap"]["data"]["gateway.yaml"]
     refs = set(re.findall(r"\$\{([A-Z0-9_]+)\}", config))
     assert refs == {e["name"] for e in container["env"]}
-    parse_config(config, {name: _placeholder(name) for name in refs})
+    settings = parse_config(config, {name: _placeholder(name) for name in refs})
+    # Kubernetes sends SIGKILL after the grace period: the drain must end before it.
+    assert settings.shutdown.drain_seconds + 5 <= pod["terminationGracePeriodSeconds"]
 
 
 def _placeholder(name: str) -> str:
