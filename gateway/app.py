@@ -40,7 +40,7 @@ def create_app(
 
     app.cleanup_ctx.append(services_ctx)
     generations.add_routes(app)
-    tunes.add_routes(app)  # before webhooks: its callback route is the more specific one
+    tunes.add_routes(app)
     webhooks.add_routes(app)
     backends.add_routes(app)
     deliveries.add_routes(app)

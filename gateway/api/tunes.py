@@ -1,5 +1,6 @@
-"""`/v1/tunes`: train (with Idempotency-Key), read (with long-poll), list, cancel or delete;
-and the providers' tune callbacks under `/webhooks/{backend}/{tune id}.{n}`."""
+"""`/v1/tunes`: train (with Idempotency-Key), read (with long-poll), list, cancel or delete.
+
+The providers' tune callbacks arrive at `/webhooks/{backend}/{tune id}.{n}` (webhooks.py)."""
 
 from __future__ import annotations
 
@@ -25,10 +26,8 @@ from gateway.errors import (
     NotFound,
     RateLimited,
     ServiceUnavailable,
-    Unauthorized,
     field_detail,
 )
-from gateway.inbound import Received
 from gateway.jobs.model import utcnow
 from gateway.store.jobs import PollChange
 from gateway.tunes import transitions
@@ -38,9 +37,7 @@ from gateway.tunes.store import VersionedTune
 from routing.eligibility import NotAllowed
 
 MAX_IDEMPOTENCY_KEY = 255
-MAX_CALLBACK_BYTES = 4 * 1024 * 1024
 DEFAULT_PAGE, MAX_PAGE = 20, 100
-_TUNE_TRACK = r"tune_[0-9a-f]{24}\.[0-9]{1,4}"
 
 
 class ProviderRefused(GatewayError):
@@ -49,12 +46,10 @@ class ProviderRefused(GatewayError):
 
 
 def add_routes(app: web.Application) -> None:
-    """Register before the generic `/webhooks/{backend}/{track_id}` route: first match wins."""
     app.router.add_post("/v1/tunes", submit)
     app.router.add_get("/v1/tunes", list_tunes)
     app.router.add_get("/v1/tunes/{id}", read)
     app.router.add_delete("/v1/tunes/{id}", delete)
-    app.router.add_post(f"/webhooks/{{backend}}/{{track_id:{_TUNE_TRACK}}}", receive)
 
 
 def tune_response(
@@ -278,19 +273,3 @@ async def delete(request: web.Request) -> web.Response:
             ) from None
     await s.tunes.store.delete(record)
     return web.Response(status=204)
-
-
-async def receive(request: web.Request) -> web.Response:
-    track = request.match_info["track_id"]
-    structlog.contextvars.bind_contextvars(
-        backend=request.match_info["backend"], track_id=track, tune_id=track.partition(".")[0]
-    )
-    body = await request.content.read(MAX_CALLBACK_BYTES)
-    outcome = await services(request).tunes.inbound.receive(
-        request.match_info["backend"], track, request.query.get("token", ""), body
-    )
-    if outcome is Received.BAD_TOKEN:
-        raise Unauthorized("invalid callback token")
-    if outcome is Received.UNKNOWN:
-        raise NotFound("no such submission")
-    return web.json_response({"status": outcome.value})

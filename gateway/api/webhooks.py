@@ -26,7 +26,10 @@ async def receive(request: web.Request) -> web.Response:
         backend=request.match_info["backend"], track_id=track, job_id=parsed[0] if parsed else None
     )
     body = await read_raw(request, MAX_CALLBACK_BYTES, "provider callbacks")
-    outcome = await services(request).inbound.receive(
+    s = services(request)
+    # A tune's training callback (track `tune_….n`) goes to the tunes' inbound.
+    inbound = s.tunes.inbound if ids.parse_tune_track_id(track) else s.inbound
+    outcome = await inbound.receive(
         request.match_info["backend"],
         request.match_info["track_id"],
         request.query.get("token", ""),
