@@ -278,7 +278,10 @@ class Usage(Section):
 
 class Settings(Section):
     public_url: HttpUrl
-    store: str = Field(default="memory://", pattern=r"^(redis|rediss|unix|memory)://")
+    store: str = Field(
+        default="memory://",
+        pattern=r"^(redis|rediss|unix|memory|redis\+cluster|rediss\+cluster)://",
+    )
     listen: Listen = Listen()
     admin_keys: list[KeyHash] = Field(default_factory=list)
     routing: Routing = Routing()

@@ -238,7 +238,7 @@ async def build_services(
     runner_ref.append(runner)
     # A job ending on any instance frees a slot somewhere: look at the queue.
     events.subscribe(lambda _job, _status: runner.wake())
-    return Services(
+    services = Services(
         settings=settings,
         instance_id=instance_id,
         metrics=metrics,
@@ -310,6 +310,9 @@ async def build_services(
         provider_session=provider_session,
         outbound_session=outbound_session,
     )
+    # ... and may have left a webhook to send (readers that cannot block wait for this).
+    events.subscribe(lambda _job, _status: services.relay.wake())
+    return services
 
 
 async def start_background(services: Services) -> None:

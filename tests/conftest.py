@@ -17,6 +17,7 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from adapters.base import SimulatorSettings
 from adapters.registry import ADAPTERS
+from bench.rediscluster import ClusterNodes, start_cluster
 from gateway.app import create_app
 from gateway.config import Settings
 from tests.helpers import Receiver, free_port, make_settings
@@ -69,6 +70,27 @@ def redis_url(redis_server: str) -> str:
     client.flushall()
     client.close()
     return redis_server
+
+
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ClusterNodes]:
+    """A real 3-master Redis Cluster for the session, started (and stopped) here."""
+    try:
+        nodes = start_cluster(tmp_path_factory.mktemp("cluster"))
+    except RuntimeError as exc:
+        pytest.fail(f"could not start a Redis Cluster: {exc}")
+    try:
+        yield nodes
+    finally:
+        nodes.stop()
+
+
+@pytest.fixture
+def cluster_url(redis_cluster: ClusterNodes) -> str:
+    """The cluster, every master flushed for this test."""
+    for port in redis_cluster.ports:
+        redis_cluster.cli(port, "flushall")
+    return redis_cluster.url
 
 
 @pytest.fixture(params=["redis", "memory"])

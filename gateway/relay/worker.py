@@ -10,6 +10,7 @@ per-shard sorted set and are moved back onto the stream when due, by one script.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import time
 from collections.abc import Mapping
@@ -30,6 +31,7 @@ from observability.metrics import Metrics
 log = get_logger(__name__)
 
 BATCH = 64
+PAUSE = 0.05  # seconds a non-blocking reader waits when the streams were empty
 TIDY_EVERY = 600.0  # seconds between trims of dead letters and departed consumers
 CONSUMER_IDLE = 86_400.0  # a consumer silent this long, holding nothing, is a gone instance
 
@@ -62,6 +64,7 @@ class Relay:
         # hand out the same one.
         self._in_progress: set[tuple[int, str]] = set()
         self._stopping = False
+        self._woken = asyncio.Event()
 
     def stop_reading(self) -> None:
         """Read no new deliveries; the stream keeps them for the other instances."""
@@ -76,7 +79,15 @@ class Relay:
             for entry in entries:
                 await self._start(entry)
             if not entries and not self._schedules.blocking_reads:
-                await asyncio.sleep(0.05)
+                # No blocking read here (memory://, a cluster): pause until a job ends with
+                # a webhook to send (wake) or a retry may be due, whichever is first.
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._woken.wait(), PAUSE)
+                self._woken.clear()
+
+    def wake(self) -> None:
+        """A job just ended somewhere: its delivery may be waiting in a stream."""
+        self._woken.set()
 
     async def maintenance_loop(self) -> None:
         """Promote due retries; reclaim deliveries whose worker went silent; tidy up."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from typing import Any
 
@@ -13,6 +14,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from gateway.store import scripts
+from gateway.store.cluster import is_cluster_url, open_cluster
 from gateway.store.timing import CommandTiming, TimedRedis
 from observability.metrics import Metrics
 
@@ -22,16 +24,18 @@ Arg = str | int | float | bytes
 class Store:
     """A Redis client plus the registered scripts; repositories build on it."""
 
-    def __init__(self, client: redis.Redis, *, memory: bool) -> None:
+    def __init__(self, client: redis.Redis, *, memory: bool, cluster: bool = False) -> None:
         self.redis = client
         self.memory = memory
+        self.cluster = cluster  # a Redis Cluster: no EVALSHA in pipelines (see run_each)
         self._scripts = {
             name: client.register_script(getattr(scripts, name))
             for name in dir(scripts)
             if name.isupper()
         }
-        if isinstance(client, TimedRedis):
-            client.timing.scripts.update({s.sha: name for name, s in self._scripts.items()})
+        timing = getattr(client, "timing", None)
+        if isinstance(timing, CommandTiming):
+            timing.scripts.update({s.sha: name for name, s in self._scripts.items()})
 
     async def run(self, name: str, keys: Sequence[str], args: Sequence[Arg]) -> Any:
         """Run one script; its keys must share a hash slot (Redis Cluster's rule)."""
@@ -41,6 +45,19 @@ class Store:
     def script(self, name: str) -> Any:
         return self._scripts[name]
 
+    async def run_each(
+        self, name: str, calls: Sequence[tuple[Sequence[str], Sequence[Arg]]]
+    ) -> list[Any]:
+        """One script over many (keys, args), e.g. once per shard: pipelined in one round
+        trip on one Redis; concurrently on a cluster, which cannot pipeline EVALSHA."""
+        if self.cluster:
+            return list(await asyncio.gather(*(self.run(name, k, a) for k, a in calls)))
+        script = self._scripts[name]
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for keys, args in calls:
+                await script(keys=list(keys), args=list(args), client=pipe)
+            return list(await pipe.execute())
+
     async def ping(self) -> bool:
         try:
             return bool(await self.redis.ping())
@@ -48,6 +65,9 @@ class Store:
             return False
 
     async def close(self) -> None:
+        if self.cluster:
+            await self.redis.aclose()
+            return
         # The pool was passed in, so the client does not own it: close it explicitly.
         await self.redis.aclose(close_connection_pool=True)
 
@@ -63,6 +83,9 @@ async def open_store(url: str, metrics: Metrics | None = None) -> Store:
         fake = TimedFake()
         fake.timing = CommandTiming(metrics)
         return Store(fake, memory=True)
+    if is_cluster_url(url):
+        cluster = open_cluster(url, CommandTiming(metrics))
+        return Store(cluster, memory=False, cluster=True)  # type: ignore[arg-type]
     pool = redis.BlockingConnectionPool.from_url(
         url,
         max_connections=256,

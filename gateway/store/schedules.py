@@ -23,14 +23,10 @@ class Schedules:
 
     async def claim_polls(self, now: float, lease: float, limit: int) -> list[str]:
         """Claim due jobs across all shards, pushing each a lease ahead (one owner each)."""
-        async with self._store.redis.pipeline(transaction=False) as pipe:
-            for shard in range(SHARDS):
-                await self._store.script("CLAIM_POLLS")(
-                    keys=[keys.polls(shard)],
-                    args=[int(now * 1000), int(lease * 1000), limit],
-                    client=pipe,
-                )
-            replies = await pipe.execute()
+        args = [int(now * 1000), int(lease * 1000), limit]
+        replies = await self._store.run_each(
+            "CLAIM_POLLS", [([keys.polls(shard)], args) for shard in range(SHARDS)]
+        )
         return [job_id.decode() for reply in replies for job_id in reply]
 
     async def schedule_poll(self, job_id: str, due: float) -> None:
@@ -51,6 +47,14 @@ class Schedules:
     async def read_deliveries(
         self, consumer: str, count: int, block_ms: int
     ) -> list[DeliveryEntry]:
+        if self._store.cluster:
+            # Streams in different slots cannot be read in one XREADGROUP on a cluster:
+            # one non-blocking read per stream, pipelined per node; the reader pauses.
+            async with self._store.redis.pipeline(transaction=False) as pipe:
+                for stream in self._streams:
+                    pipe.xreadgroup(keys.DELIVERY_GROUP, consumer, {stream: ">"}, count=count)
+                replies = await pipe.execute()
+            return [e for reply in replies for e in self._entries(reply)]
         reply = await self._store.redis.xreadgroup(
             keys.DELIVERY_GROUP,
             consumer,
@@ -75,20 +79,19 @@ class Schedules:
         return entries
 
     async def promote_retries(self, now: float, limit: int = 500) -> int:
-        async with self._store.redis.pipeline(transaction=False) as pipe:
-            for shard in range(SHARDS):
-                await self._store.script("PROMOTE_RETRIES")(
-                    keys=[keys.retries(shard), keys.deliveries(shard)],
-                    args=[int(now * 1000), limit],
-                    client=pipe,
-                )
-            replies = await pipe.execute()
+        replies = await self._store.run_each(
+            "PROMOTE_RETRIES",
+            [
+                ([keys.retries(shard), keys.deliveries(shard)], [int(now * 1000), limit])
+                for shard in range(SHARDS)
+            ],
+        )
         return sum(int(r) for r in replies)
 
     @property
     def blocking_reads(self) -> bool:
-        """memory:// cannot block on XREADGROUP; its readers pause instead."""
-        return not self._store.memory
+        """memory:// cannot block on XREADGROUP, a cluster not across streams: readers pause."""
+        return not self._store.memory and not self._store.cluster
 
     async def drop_delivery(self, entry: DeliveryEntry) -> None:
         shard, entry_id, _ = entry

@@ -183,14 +183,10 @@ class TuneStore:
 
     async def claim_polls(self, now: float, lease: float, limit: int) -> list[str]:
         """Claim due tunes across all shards, pushing each a lease ahead (one owner each)."""
-        async with self._store.redis.pipeline(transaction=False) as pipe:
-            for shard in range(SHARDS):
-                await self._store.script("CLAIM_POLLS")(
-                    keys=[keys.tune_polls(shard)],
-                    args=[int(now * 1000), int(lease * 1000), limit],
-                    client=pipe,
-                )
-            replies = await pipe.execute()
+        args = [int(now * 1000), int(lease * 1000), limit]
+        replies = await self._store.run_each(
+            "CLAIM_POLLS", [([keys.tune_polls(shard)], args) for shard in range(SHARDS)]
+        )
         return [tune_id.decode() for reply in replies for tune_id in reply]
 
     async def schedule(self, tune_id: str, due: float) -> None:

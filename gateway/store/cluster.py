@@ -1,0 +1,75 @@
+"""Redis Cluster: `redis+cluster://[user:password@]host:port[,host:port...]`; TLS: rediss+cluster.
+
+One reachable node is enough; redis-py's `RedisCluster` discovers the rest, follows `MOVED`
+and `ASK` redirections (refreshing its slot map after a resharding or failover) and reloads
+a script on `NOSCRIPT`. Every script and multi-key command keeps its keys in one hash slot
+(see keys.py), so nothing the gateway sends can be `CROSSSLOT`; what cannot be pipelined on
+a cluster (EVALSHA, multi-stream XREADGROUP) is sent per key instead (see connect.py and
+schedules.py). Commands and pipelines are timed like the single-node client's.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+from redis.asyncio.cluster import ClusterNode, ClusterPipeline, RedisCluster
+
+from gateway.store.timing import CommandTiming
+
+SCHEMES = ("redis+cluster", "rediss+cluster")
+
+
+def is_cluster_url(url: str) -> bool:
+    return url.split("://", 1)[0] in SCHEMES
+
+
+def startup_nodes(url: str) -> list[tuple[str, int]]:
+    """The host:port pairs of a cluster URL (default port 6379)."""
+    netloc = urlsplit(url).netloc.rpartition("@")[2]
+    nodes = []
+    for part in netloc.split(","):
+        host, _, port = part.strip().rpartition(":") if ":" in part else (part, "", "")
+        nodes.append((host.strip("[]") or "127.0.0.1", int(port or 6379)))
+    return nodes
+
+
+class TimedClusterPipeline(ClusterPipeline):
+    timing: CommandTiming
+
+    async def execute(
+        self, raise_on_error: bool = True, allow_redirections: bool = True
+    ) -> list[Any]:
+        return await self.timing.observe(
+            "PIPELINE", super().execute(raise_on_error, allow_redirections)
+        )
+
+
+class TimedRedisCluster(RedisCluster):
+    timing = CommandTiming(None)
+
+    async def execute_command(self, *args: Any, **kwargs: Any) -> Any:
+        blocking = any(isinstance(a, str | bytes) and a in ("BLOCK", b"BLOCK") for a in args)
+        call = super().execute_command(*args, **kwargs)
+        return await self.timing.observe(self.timing.operation(args), call, timed=not blocking)
+
+    def pipeline(self, transaction: Any | None = None, shard_hint: Any | None = None) -> Any:
+        pipe = TimedClusterPipeline(self, transaction)  # type: ignore[abstract]
+        pipe.timing = self.timing
+        return pipe
+
+
+def open_cluster(url: str, timing: CommandTiming) -> TimedRedisCluster:
+    parts = urlsplit(url)
+    client = TimedRedisCluster(
+        startup_nodes=[ClusterNode(host, port) for host, port in startup_nodes(url)],
+        username=unquote(parts.username) if parts.username else None,
+        password=unquote(parts.password) if parts.password else None,
+        ssl=parts.scheme == "rediss+cluster",
+        max_connections=256,
+        socket_connect_timeout=2,
+        socket_timeout=5,
+        health_check_interval=15,
+    )
+    client.timing = timing
+    return client
