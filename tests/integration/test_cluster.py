@@ -38,8 +38,8 @@ SCENARIOS: dict[str, Scenario] = {
     "idempotency": test_api.test_idempotency_key,
     # JOB_CAS from a cancel; the gateway queue's ZREM
     "cancel": test_api.test_cancel,
-    # RECORD_FAILURE over every health hash, RECORD_SUCCESS
-    "ejection": test_routing.test_failing_backend_is_ejected_then_back_after_recovery_on_every_instance,  # noqa: E501
+    # RECORD_FAILURE over every health hash (RECORD_SUCCESS has one key: one slot)
+    "ejection": test_routing.test_dead_idle_backend_is_ejected_by_probes,
     # COOL_DOWN
     "cool_down": test_routing.test_429_cools_the_key_down_for_retry_after_on_every_instance,
     # QUEUE_PUSH, QUEUE_POP across tenants
