@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 from aiohttp.abc import AbstractResolver
 
+from gateway import heap
 from gateway.api import backends, deliveries, generations, health, openapi, tunes, usage, webhooks
 from gateway.config import Settings
 from gateway.context import METRICS, SERVICES, SETTINGS
@@ -16,9 +17,14 @@ from observability.metrics import Metrics
 
 
 def create_app(
-    settings: Settings, *, metrics: Metrics | None = None, resolver: AbstractResolver | None = None
+    settings: Settings,
+    *,
+    metrics: Metrics | None = None,
+    resolver: AbstractResolver | None = None,
+    settle_heap: bool = False,
 ) -> web.Application:
-    """`resolver` resolves the hosts of outbound URLs (default: the event loop's getaddrinfo)."""
+    """`resolver` resolves the hosts of outbound URLs (default: the event loop's getaddrinfo);
+    `settle_heap` freezes the start-up heap for the garbage collector (a served process)."""
     metrics = metrics or Metrics()
     app = web.Application(
         client_max_size=max(settings.jobs.max_body_bytes, settings.jobs.max_image_body_bytes),
@@ -34,6 +40,8 @@ def create_app(
         metrics.draining.set_function(lambda: 1.0 if services.drain.draining else 0.0)
         try:
             await start_background(services)
+            if settle_heap:
+                heap.settle()
             yield
         finally:
             await services.close()

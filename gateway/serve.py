@@ -58,7 +58,7 @@ def budgets(shutdown: Shutdown) -> tuple[float, float]:
 
 async def _run(settings: Settings) -> None:
     unready, in_flight = budgets(settings.shutdown)
-    app = create_app(settings)
+    app = create_app(settings, settle_heap=True)
     runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=in_flight)
     await runner.setup()
     site = web.TCPSite(runner, settings.listen.host, settings.listen.port)
