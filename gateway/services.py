@@ -319,6 +319,9 @@ async def start_background(services: Services) -> None:
     """First refresh synchronously (routing needs a view), then every loop."""
     await services.schedules.ensure_groups()
     await services.sync.refresh()
+    # Both just talked to the store; on a loaded machine startup can outlast STALE_AFTER
+    # before the health loop's first ping, which would make a fresh instance look unready.
+    services.store_health.answered()
     bg = services.background
     bg.start("store-health", services.store_health.run)
     bg.start("events", services.events.run)

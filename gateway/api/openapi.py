@@ -228,7 +228,7 @@ def build_document() -> dict[str, Any]:
             },
             "/readyz": {
                 "get": {
-                    "summary": "Readiness: store reachable and a routable backend",
+                    "summary": "Readiness: not draining, store reachable and a routable backend",
                     "responses": {
                         "200": _json(Readiness, "ready"),
                         "503": _json(Readiness, "not ready"),

@@ -60,6 +60,7 @@ class Readiness(BaseModel):
     ready: bool
     store: Literal["ok", "unreachable"]
     routable_backends: int
+    draining: bool  # true from SIGTERM until exit (README "Metrics and draining")
 
 
 class WebhookEvent(BaseModel):

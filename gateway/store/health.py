@@ -25,6 +25,10 @@ class StoreHealth:
         self.last_ok = time.monotonic()
         self._was_ok = True
 
+    def answered(self) -> None:
+        """The store just answered someone else's command: it is reachable now."""
+        self.last_ok = time.monotonic()
+
     @property
     def ok(self) -> bool:
         return time.monotonic() - self.last_ok < STALE_AFTER
