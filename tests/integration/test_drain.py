@@ -44,6 +44,16 @@ async def _unready_after(http: aiohttp.ClientSession, url: str, since: float) ->
     return float("inf")
 
 
+async def _long_poll(http: aiohttp.ClientSession, url: str, job_id: str) -> tuple[int, float]:
+    """(status, seconds) of a `?wait=30` read: it must end well before its wait."""
+    started = time.monotonic()
+    async with http.get(
+        f"{url}/v1/generations/{job_id}", params={"wait": "30"}, headers=AUTH
+    ) as resp:
+        await resp.read()
+        return resp.status, time.monotonic() - started
+
+
 async def _live_members(client: redis.Redis, backends: list[str]) -> set[str]:
     """Reservation members whose lease has not run out (by the Redis server's clock)."""
     seconds, micros = await client.time()
@@ -83,6 +93,10 @@ async def test_sigterm_mid_run_drains_the_instance_and_loses_nothing(
     async def sigterm_a(run: LedgerRun) -> None:
         a, proc = run.gateways["gateway-a"], procs.procs["gateway-a"]
         async with aiohttp.ClientSession() as http:
+            # A request in flight at SIGTERM: a long-poll on a job that is still running.
+            job_id = list(run.accepted)[-1]  # just accepted: runs for seconds yet
+            poll = asyncio.create_task(_long_poll(http, a, job_id))
+            await asyncio.sleep(0.2)
             proc.send_signal(signal.SIGTERM)
             signalled = time.monotonic()
             seen["unready_after"] = await _unready_after(http, a, signalled)
@@ -90,6 +104,7 @@ async def test_sigterm_mid_run_drains_the_instance_and_loses_nothing(
                 f"{a}/v1/generations", json={"prompt": "during drain"}, headers=AUTH
             ) as resp:
                 seen["refusal"] = (resp.status, resp.headers.get("Retry-After"), await resp.json())
+            seen["long_poll"] = await poll
         await asyncio.get_running_loop().run_in_executor(None, proc.wait, DRAIN + 10)
         seen["exit_after"] = time.monotonic() - signalled
         seen["exit_code"] = proc.returncode
@@ -114,6 +129,9 @@ async def test_sigterm_mid_run_drains_the_instance_and_loses_nothing(
     assert status == 503, seen
     assert retry_after == "1"
     assert body["error"]["code"] == "unavailable"
+    status, waited = seen["long_poll"]
+    assert status == 200, seen  # the request in flight finished, answered, not cut
+    assert 0.15 < waited < 5, seen  # in flight at SIGTERM; returned when the drain began
     assert seen["exit_code"] == 0, procs.log("gateway-a")[-3000:]
     assert seen["exit_after"] <= DRAIN, seen
     assert '"drain_started"' in procs.log("gateway-a")
