@@ -100,7 +100,8 @@ class Relay:
                 )
                 await self._schedules.forget_idle_consumers(CONSUMER_IDLE)
             await self._schedules.promote_retries(time.time())
-            if time.monotonic() - last_reclaim > self._outbound.visibility_timeout / 4:
+            reclaim_due = time.monotonic() - last_reclaim > self._outbound.visibility_timeout / 4
+            if reclaim_due and not self._stopping:  # a draining instance takes no new work
                 last_reclaim = time.monotonic()
                 for entry in await self._schedules.reclaim_deliveries(
                     self._consumer, self._outbound.visibility_timeout, BATCH
