@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import sys
 
+from adapters.base import trainer_of
+from adapters.registry import ADAPTERS
 from gateway.config import ConfigError, Settings, backend_matches, load_config
 
 
@@ -35,6 +37,14 @@ def report(settings: Settings, path: str) -> str:
             f"{b.max_concurrency}, weight {b.weight:g}, models {', '.join(sorted(b.models))}"
             + (f", tags {', '.join(b.tags)}" if b.tags else "")
         )
+    trainers = [
+        b.name for b in settings.backends if trainer_of(ADAPTERS[b.adapter].create(b.target()))
+    ]
+    lines.append(
+        "  fine-tunes: "
+        + (f"trained on {', '.join(trainers)}" if trainers else "no backend can train (422)")
+        + f"; {settings.tunes.min_images}-{settings.tunes.max_images} images"
+    )
     lines.append(f"  tenants ({len(settings.tenants)}):")
     for t in settings.tenants:
         allowed = [

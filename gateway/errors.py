@@ -105,6 +105,13 @@ class QueueFull(GatewayError):
     code = "queue_full"
 
 
+class ProviderRefused(GatewayError):
+    """A provider refused what the gateway asked on the tenant's behalf (e.g. a delete)."""
+
+    status = 502
+    code = "provider_refused"
+
+
 class ServiceUnavailable(GatewayError):
     status = 503
     code = "unavailable"

@@ -20,10 +20,10 @@ from gateway.context import services
 from gateway.errors import (
     BadRequest,
     Conflict,
-    GatewayError,
     InvalidRequest,
     NoEligibleBackend,
     NotFound,
+    ProviderRefused,
     RateLimited,
     ServiceUnavailable,
     field_detail,
@@ -34,15 +34,13 @@ from gateway.tunes import transitions
 from gateway.tunes.model import MODEL_PREFIX, Tune, TuneList, TuneRecord
 from gateway.tunes.placement import NoTrainer, TrainingCandidate
 from gateway.tunes.store import VersionedTune
+from observability.logging import get_logger
 from routing.eligibility import NotAllowed
+
+log = get_logger(__name__)
 
 MAX_IDEMPOTENCY_KEY = 255
 DEFAULT_PAGE, MAX_PAGE = 20, 100
-
-
-class ProviderRefused(GatewayError):
-    status = 502
-    code = "provider_refused"
 
 
 def add_routes(app: web.Application) -> None:
@@ -262,7 +260,7 @@ async def delete(request: web.Request) -> web.Response:
             try:
                 await trainer.delete_tune(s.provider_session, record.provider_tune_id)
             except ProviderError as exc:
-                structlog.get_logger().warning("tune_cancel_failed", error=exc.message)
+                log.warning("tune_cancel_failed", tune_id=record.id, error=exc.message)
         return tune_response(record.public())
     if trainer is not None and record.provider_tune_id:
         try:

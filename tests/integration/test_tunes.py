@@ -25,9 +25,11 @@ FAST = {"webhook_deadline": 0.5, "poll_interval": 0.2}
 Client = TestClient[Any, Any]
 
 
-def astria(name: str, origin: str, **options: Any) -> dict[str, Any]:
-    models = {"realistic": "690204"}
-    return backend(name, origin, adapter="astria", models=models, options={**FAST, **options})
+def astria(name: str, origin: str, max_concurrency: int = 4, **options: Any) -> dict[str, Any]:
+    return backend(
+        name, origin, adapter="astria", models={"realistic": "690204"},
+        max_concurrency=max_concurrency, options={**FAST, **options},
+    )  # fmt: skip
 
 
 def tune_body(**fields: Any) -> dict[str, Any]:
@@ -357,3 +359,30 @@ async def test_image_and_webhook_urls_are_screened(simulator: Simulator, gateway
         assert resp.status == 422, await resp.text()
         assert (await resp.json())["error"]["details"][0]["field"] == field
     assert (await sim_stats(origin))["submitted"] == 0
+
+
+def test_check_config_says_which_backends_train() -> None:
+    from gateway.config_report import report
+    from tests.helpers import make_settings
+
+    comfy = backend("comfy-1", "http://127.0.0.1:9", adapter="comfyui")
+    both = make_settings("memory://", 8080, [astria("astria-1", "http://127.0.0.1:9"), comfy])
+    assert "fine-tunes: trained on astria-1; 1-50 images" in report(both, "gw.yaml")
+    alone = make_settings("memory://", 8080, [comfy])
+    assert "fine-tunes: no backend can train (422)" in report(alone, "gw.yaml")
+
+
+async def test_a_queued_tune_generation_is_dispatched_later_to_the_owner(
+    redis_url: str, simulator: Simulator, gateway: Gateway
+) -> None:
+    origin, _ = await simulator("astria", speed=0.3)
+    gw = await gateway(redis_url, [astria("astria-1", origin, max_concurrency=1)])
+    tune = await trained(gw)
+    body = {"prompt": "ohwx man", "model": tune["model"]}
+    jobs = [await (await gw.post("/v1/generations", json=body, headers=AUTH)).json() for _ in "ab"]
+    assert jobs[1]["status"] == "queued"  # the one slot is taken: it waits in the gateway queue
+    for job in jobs:
+        resp = await gw.get(f"/v1/generations/{job['id']}", params={"wait": "20"}, headers=AUTH)
+        done = await resp.json()
+        assert done["status"] == "succeeded", done
+        assert done["backend"] == "astria-1"
