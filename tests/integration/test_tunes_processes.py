@@ -61,7 +61,9 @@ async def test_train_two_tunes_then_generate_only_on_the_owning_key(
     redis_url: str, procs: ProcessGroup, receiver: tuple[Receiver, str]
 ) -> None:
     recv, hook = receiver
-    sims, (a, b) = await start_fleet(procs, redis_url, speed=0.3)
+    # Training takes 2 s: long enough that the first tune's eta still counts as astria-1's
+    # queue when the second is placed, however busy the machine.
+    sims, (a, b) = await start_fleet(procs, redis_url, speed=2)
     async with aiohttp.ClientSession(headers=AUTH) as http:
         common = {"name": "man", "branch": "fast", "webhook_url": hook}
         inline = await call(
@@ -100,6 +102,9 @@ async def test_train_two_tunes_then_generate_only_on_the_owning_key(
         assert sorted(d["payload"]["type"] for d in recv.deliveries) == ["tune.succeeded"] * 2
         assert sorted(d["payload"]["data"]["id"] for d in recv.deliveries) == sorted(tunes)
 
+        async with aiohttp.ClientSession() as plain:
+            for sim in sims:  # quick generations from here on
+                await call(plain, "POST", f"{sim}/_sim/config", json={"speed": 0.1})
         owned = tunes[inline["id"]]
         body = {"prompt": "ohwx man in a spacesuit", "model": owned["model"]}
         other = await call(http, "POST", f"{b}/v1/generations", 422, json=body, headers=OTHER_AUTH)
