@@ -4,7 +4,9 @@ As for generations, failover happens only while no backend has taken the tune
 (connection errors, 5xx, 429, timeouts); a refusal of the request itself (422) fails it.
 Astria's 504 means "probably created": the tune is sent again to the same backend only,
 with the same title, which Astria treats as the same tune (seeds/002: "title ... see
-idempotency"), so nothing trains twice.
+idempotency"); if that never answers, the tune stays on that backend without a provider
+id and its callback finishes it (or its training deadline fails it), so nothing trains
+twice.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import time
 
 import aiohttp
 
-from adapters.base import Callback, TuneResult
+from adapters.base import Callback, ResultState, TuneResult
 from adapters.errors import ProviderError, ProviderMaybeAccepted
 from adapters.normalized_tune import TuneRequest
 from gateway import ids
@@ -90,14 +92,14 @@ class TuneDispatcher:
                     Attempt(backend=name, outcome=exc.outcome, at=utcnow(), detail=exc.message)
                 )
                 self._metrics.attempts.labels(name, candidate.backend.kind, exc.outcome).inc()
+                if isinstance(exc, ProviderMaybeAccepted):
+                    # Possibly training there (Astria's 504): it stays on this backend, as a
+                    # generation would, and this track's callback finishes it. Sending it
+                    # elsewhere could train (and bill) twice.
+                    pending = TuneResult(ResultState.PENDING)
+                    return await self._accepted(record.id, candidate, n, pending, attempts)
                 n += 1
                 await self._router.report_failure(name, exc)
-                if isinstance(exc, ProviderMaybeAccepted):
-                    return await self._give_up(
-                        record.id, attempts, "provider_maybe_accepted",
-                        f"{name} may have started training without answering; not sent "
-                        "elsewhere, which could train (and bill) twice",
-                    )  # fmt: skip
                 if not exc.retryable:
                     return await self._give_up(
                         record.id, attempts, "provider_rejected", exc.message
@@ -137,7 +139,8 @@ class TuneDispatcher:
         attempts: list[Attempt],
     ) -> VersionedTune | None:
         name = candidate.backend.name
-        attempts.append(Attempt(backend=name, outcome="accepted", at=utcnow()))
+        if result.provider_id is not None:
+            attempts.append(Attempt(backend=name, outcome="accepted", at=utcnow()))
         due = self.next_poll(result.eta.timestamp() if result.eta else None, candidate)
 
         def accept(record: TuneRecord) -> PollChange | None:

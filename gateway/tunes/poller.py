@@ -91,9 +91,14 @@ class TunePoller:
             return
         backend = self._backends.get(record.backend or "")
         trainer = trainer_of(backend.adapter) if backend is not None else None
-        if backend is None or trainer is None or record.provider_tune_id is None:
+        if backend is None or trainer is None:
             message = f"backend {record.backend} can no longer be asked about this tune"
             await self._updater.update(tune_id, _fail("backend_removed", message))
+            return
+        if record.provider_tune_id is None:
+            # Maybe accepted, never answered: nothing to ask about; its callback or the
+            # training deadline ends it.
+            await self._tunes.schedule(tune_id, record.deadline + 1)
             return
         interval = backend.adapter.options.poll_interval
         try:

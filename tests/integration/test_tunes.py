@@ -300,8 +300,8 @@ async def test_failover_before_acceptance_only(
     redis_url: str, simulator: Simulator, gateway: Gateway
 ) -> None:
     # astria-1 answers every create with a server error, cycling 503, 504, 500, 502; what
-    # its 504 creates trains too slowly to call back during this test.
-    broken, _ = await simulator("astria", fail_rate=1, speed=60)
+    # its 504 created calls back 4 s after training.
+    broken, _ = await simulator("astria", fail_rate=1, webhook_delay=4)
     healthy, _ = await simulator("astria", speed=0.05)
     gw = await gateway(redis_url, [astria("astria-1", broken), astria("astria-2", healthy)])
     resp = await gw.post("/v1/tunes", json=tune_body(), headers=AUTH)
@@ -312,12 +312,20 @@ async def test_failover_before_acceptance_only(
         ("astria-2", "accepted"),
     ]
     # Next, astria-1's 504 means "maybe created": only astria-1 is asked again (same title),
-    # never astria-2, which could train it twice.
+    # never astria-2, which could train it twice. It stays there for its callback.
     resp = await gw.post("/v1/tunes", json=tune_body(), headers=AUTH)
     stuck = await resp.json()
-    assert stuck["status"] == "failed", stuck
-    assert stuck["error"]["code"] == "provider_maybe_accepted"
+    assert stuck["status"] == "training", stuck
+    assert stuck["backend"] == "astria-1"
+    assert stuck["provider_tune_id"] is None
+    assert [a["outcome"] for a in stuck["attempts"]] == ["maybe_accepted"]
     assert (await sim_stats(healthy))["submitted"] == 1
+    # The create it answered with a 504 did make the tune: its callback finishes ours.
+    resp = await gw.get(f"/v1/tunes/{stuck['id']}", params={"wait": "15"}, headers=AUTH)
+    done = await resp.json()
+    assert done["status"] == "succeeded", done
+    assert done["backend"] == "astria-1"
+    assert done["provider_tune_id"]
 
 
 async def test_the_listing_index_forgets_expired_tunes(redis_url: str) -> None:
