@@ -119,6 +119,9 @@ class ProviderResult:
     error_message: str | None = None
     eta: float | None = None  # seconds, when the provider estimates one
     finished_at: float | None = None  # epoch seconds, when the provider says it finished
+    # When the generation itself ran (epoch seconds, the provider's clock), where the
+    # provider says: routing learns speed and parallelism from it, not from queueing.
+    service: tuple[float, float] | None = None
 
 
 @dataclass(frozen=True)
@@ -131,12 +134,30 @@ class Probe:
     detail: str = ""
 
 
+@dataclass(frozen=True)
+class Capacity:
+    """What a backend runs at once and accepts when its config does not say.
+
+    `parallelism` None: learn it from the service intervals the provider reports (a GPU
+    server of unknown size); `hosted`: an elastic API that runs what it accepts, so what it
+    runs at once is its concurrency limit. `max_concurrency` None: no hard limit known.
+    """
+
+    parallelism: int | None = None
+    max_concurrency: int | None = None
+    hosted: bool = False
+
+
+HOSTED = Capacity(max_concurrency=4, hosted=True)
+
+
 class Adapter(Protocol):
     """Speaks one provider's API for one backend (one key or one server)."""
 
     kind: ClassVar[str]
     target: Target
     result_mode: ResultMode
+    capacity: Capacity
 
     @property
     def options(self) -> CommonOptions: ...

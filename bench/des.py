@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from bench.fleet import FLEET, Arrival, BackendSpec
+from gateway.queue_runner import LOOK_AHEAD
 
 ARRIVE, FINISH, FAIL, DIE, SLOW, PROBE, REFRESH = range(7)
 
@@ -60,7 +61,8 @@ class Server:
         return len(self.running) + len(self.fifo) + self.stuck
 
     def has_room(self) -> bool:
-        return self.held < self.spec.max_concurrency
+        limit = self.spec.max_concurrency
+        return limit is None or self.held < limit
 
     def exact_completion(self, now: float, work: float) -> float:
         """When a job of `work` units submitted now would finish, knowing everything there."""
@@ -73,6 +75,8 @@ class Server:
 
 class Placer(Protocol):
     def has_room(self) -> bool: ...
+
+    def pass_started(self) -> None: ...
 
     def place(self, job: Job) -> bool:
         """Submit the job somewhere (or fail it); False leaves it in the gateway queue."""
@@ -105,6 +109,9 @@ class Settings:
     # Feed the gateway the eta a ModelsLab simulator answers on submit (its own queue incl.
     # the gateway's jobs, as gateway/dispatch.py._accepted reads it) - an experiment.
     provider_eta: bool = False
+    # Learn speed and parallelism from the provider's service time (ModelsLab's
+    # generationTime), as the gateway does where the provider reports it.
+    service_time: bool = True
 
 
 class Model:
@@ -216,10 +223,15 @@ class Model:
         self._drain()
 
     def _drain(self) -> None:
+        """QueueRunner.drain: the first LOOK_AHEAD jobs in line, in order; those that find
+        their backend full stay in line, and the pass ends there."""
         while self.queue and self.placer.has_room():
-            if not self.placer.place(self.queue[0]):
+            self.placer.pass_started()
+            head = [self.queue.popleft() for _ in range(min(LOOK_AHEAD, len(self.queue)))]
+            left = [job for job in head if not self.placer.place(job)]
+            self.queue.extendleft(reversed(left))
+            if left:
                 break
-            self.queue.popleft()
 
     def _incident(self, incident: Incident) -> None:
         server = self.servers[incident.backend]

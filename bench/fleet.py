@@ -18,7 +18,8 @@ class BackendSpec:
     name: str
     reference_seconds: float  # seconds for one reference image on one worker
     parallelism: int  # workers: jobs it runs at once
-    max_concurrency: int  # the gateway's admission limit: in service + queued there
+    max_concurrency: int | None  # the gateway's hard limit (in service + queued); None: none
+    parallelism_given: bool = True  # whether the gateway's config says `parallelism`
 
     @property
     def seconds_per_unit(self) -> float:

@@ -9,15 +9,16 @@ anything here, so `run_sync` steps each one to completion without an event loop.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from typing import Any, TypeVar
 
 from adapters.base import Plan, Submission, Target
 from adapters.registry import ADAPTERS
 from bench.fleet import BackendSpec
-from gateway.store.fleet import SPEED_ALPHA, parse_member
+from gateway.store.fleet import SERVICE_WINDOW, SPEED_ALPHA, parse_member
 from routing.backends import Backend, Candidate
-from routing.load import Slot, ewma
+from routing.load import Reserved, Slot, ewma, peak_overlap
+from routing.router import Offer, Outcome
 from routing.view import FleetView
 
 T = TypeVar("T")
@@ -41,10 +42,16 @@ def build_backends(fleet: Sequence[BackendSpec]) -> list[Backend]:
         Backend(
             name=spec.name,
             adapter=factory.create(
-                Target(spec.name, "http://127.0.0.1:9/api/v6/images", None, {"default": "m"})
+                Target(
+                    spec.name,
+                    "http://127.0.0.1:9/api/v1/enterprise",
+                    None,
+                    {"default": "m"},
+                    {"enterprise": True},
+                )
             ),
             max_concurrency=spec.max_concurrency,
-            parallelism=spec.parallelism,
+            parallelism=spec.parallelism if spec.parallelism_given else 0,
             weight=spec.weight,
             order=position,
         )
@@ -61,8 +68,16 @@ def candidates(backends: Sequence[Backend], work: float, images: int) -> list[Ca
 class SimView(FleetView):
     """The gateway's FleetView on the model's clock."""
 
-    def __init__(self, clock: Clock, parallelism: dict[str, int], speed_prior: float) -> None:
-        super().__init__(parallelism, speed_prior)
+    def __init__(
+        self,
+        clock: Clock,
+        parallelism: dict[str, int],
+        speed_prior: float,
+        *,
+        limits: Mapping[str, int | None] | None = None,
+        learning: frozenset[str] = frozenset(),
+    ) -> None:
+        super().__init__(parallelism, speed_prior, limits=limits, learning=learning)
         self._clock = clock
 
     def now(self) -> float:
@@ -84,34 +99,44 @@ class SimLedger:
         self._clock = clock
         self._alpha = alpha
         self.members: dict[str, dict[str, Slot]] = {n: {} for n in names}
+        self.versions = dict.fromkeys(names, 0)
         self.speeds: dict[str, float] = {}
+        self.parallelism: dict[str, int] = {}
+        self.service: dict[str, list[tuple[float, float]]] = {n: [] for n in names}
         self.failures = dict.fromkeys(names, 0)
         self.ejections = dict.fromkeys(names, 0)
         self.ejected_until = dict.fromkeys(names, 0.0)
         self.changed: Callable[[str], None] = lambda name: None  # an exact view syncs here
 
-    async def reserve(
-        self, candidates: Sequence[tuple[str, int, Sequence[str]]], lease: float
-    ) -> tuple[str | None, dict[str, int]]:
-        seen: dict[str, int] = {}
-        for name, capacity, members in candidates:
-            held = self.members[name]
-            if len(held) + len(members) <= capacity:
-                for m in members:
+    def state(self, name: str) -> Reserved:
+        return Reserved.of(list(self.members[name].values()), self.versions[name])
+
+    async def reserve(self, offers: Sequence[Offer], lease: float) -> Outcome:
+        loads: dict[str, Reserved] = {}
+        for offer in offers:
+            name, held = offer.backend, self.members[offer.backend]
+            if offer.version >= 0 and offer.version != self.versions[name]:
+                loads[name] = self.state(name)
+                return Outcome(None, name, loads)
+            if len(held) + len(offer.members) <= offer.capacity:
+                for m in offer.members:
                     # The Router stamps members with its view's clock: the model's here.
                     slot = parse_member(m)
                     assert slot is not None, m
                     held[m] = slot
-                seen[name] = len(held)
+                self.versions[name] += 1
+                loads[name] = self.state(name)
                 self.changed(name)
-                return name, seen
-            seen[name] = len(held)
-        return None, seen
+                return Outcome(name, None, loads)
+            loads[name] = self.state(name)
+        return Outcome(None, None, loads)
 
-    async def release(self, backend: str, members: Sequence[str]) -> None:
+    async def release(self, backend: str, members: Sequence[str], head: int) -> Reserved:
         for m in members:
             self.members[backend].pop(m, None)
+        self.versions[backend] += 1
         self.changed(backend)
+        return self.state(backend)
 
     async def record_failure(
         self, backend: str, *, threshold: int, base: float, maximum: float, max_share: float
@@ -136,19 +161,34 @@ class SimLedger:
     async def cool_down(self, backend: str, seconds: float) -> float:
         return self._clock() + seconds
 
-    async def learn_speed(self, backend: str, seconds_per_unit: float) -> float:
-        # The LEARN_SPEED script is routing.load.ewma with the store's alpha.
-        value = ewma(self.speeds.get(backend), seconds_per_unit, self._alpha)
-        self.speeds[backend] = value
+    async def learn(
+        self,
+        backend: str,
+        seconds_per_unit: float | None,
+        service: tuple[float, float] | None,
+        tag: str,
+    ) -> tuple[float | None, int | None]:
+        # The LEARN script: routing.load.ewma with the store's alpha, and the peak overlap
+        # of the last SERVICE_WINDOW service intervals.
+        speed = None
+        if seconds_per_unit is not None:
+            speed = ewma(self.speeds.get(backend), seconds_per_unit, self._alpha)
+            self.speeds[backend] = speed
+        parallel = None
+        if service is not None:
+            spans = self.service[backend]
+            spans.append(service)
+            del spans[:-SERVICE_WINDOW]
+            parallel = self.parallelism[backend] = peak_overlap(spans)
         self.changed(backend)
-        return value
+        return speed, parallel
 
     def sync(self, view: FleetView, name: str | None = None) -> None:
         """What FleetSync.apply copies from a snapshot into the view (one backend or all)."""
         for backend in view.states if name is None else (name,):
             state = view.states[backend]
-            state.slots = list(self.members[backend].values())
-            state.in_flight = len(state.slots)
+            view.note_reserved(backend, self.state(backend))
+            view.note_parallelism(backend, self.parallelism.get(backend))
             state.ejected_until = self.ejected_until[backend]
             state.failures = self.failures[backend]
             state.seconds_per_unit = self.speeds.get(backend)

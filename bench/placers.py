@@ -4,19 +4,21 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from adapters.errors import ProviderUnavailable
 from bench.des import Incident, Job, Model, Placer, Server, Settings
 from bench.fleet import FLEET, BackendSpec, arrivals, capacity
 from bench.modelrouting import SimLedger, SimView, build_backends, candidates, run_sync
 from gateway.store.fleet import SPEED_ALPHA
-from routing.load import expected_completion
 from routing.policies import Policy, make_policy
 from routing.router import AllFull, EjectionRules, NoRoutableBackend, Reservation, Router
 
 MAX_ATTEMPTS = 3  # routing.max_attempts default
-ORACLE = "oracle"
+ORACLE = "oracle"  # greedy earliest finish, within the fleet's admission limits
+# Greedy earliest finish with exact knowledge of every slot, per-slot FIFO and no admission
+# limit (run_model lifts the fleet's limits for it): the reference issue 9 asks for.
+FREE_ORACLE = "oracle_free"
 
 
 class RouterPlacer:
@@ -29,6 +31,8 @@ class RouterPlacer:
             model.clock,
             {b.name: b.runs_at_once for b in self.backends},
             model.settings.speed_prior,
+            limits={b.name: b.limit for b in self.backends},
+            learning=frozenset(b.name for b in self.backends if b.learns_parallelism),
         )
         self.ledger = SimLedger(model.clock, [b.name for b in self.backends], alpha)
         if model.settings.view_refresh <= 0:
@@ -37,11 +41,11 @@ class RouterPlacer:
 
     def has_room(self) -> bool:
         """QueueRunner._room: free slots on routable backends, as the view shows them."""
-        return any(
-            b.max_concurrency > self.view.states[b.name].in_flight
-            for b in self.backends
-            if self.view.routable(b.name)
-        )
+        return any(self.view.has_room(b.name) for b in self.backends if self.view.routable(b.name))
+
+    def pass_started(self) -> None:
+        """QueueRunner.drain: the work held for each backend is recounted every pass."""
+        self.view.ahead = {}
 
     def place(self, job: Job) -> bool:
         pool = candidates(self.backends, job.work, job.images)
@@ -88,13 +92,7 @@ class RouterPlacer:
         queued = sum(j.work for j in server.fifo) + work
         eta = server.seconds_per_unit * (queued / server.spec.parallelism + work)
         name = server.spec.name
-        own = expected_completion(
-            work,
-            seconds_per_unit=self.view.seconds_per_unit(name),
-            parallelism=self.view.parallelism[name],
-            backlog=reservation.backlog,
-        )
-        self.view.note_reported_wait(name, eta - own, at=self.model.now)
+        self.view.note_reported_wait(name, eta - reservation.expected, at=self.model.now)
 
     def accepted(self, reservation: Reservation, member: str) -> None:
         """A hook for experiments (bench/variants.py); the gateway does nothing more here."""
@@ -107,7 +105,18 @@ class RouterPlacer:
         run_sync(self.router.release(name, job.members))
         if job.status == "succeeded" and job.finished is not None:
             seconds = job.finished - job.placed_at
-            run_sync(self.router.learn(name, seconds, job.work_per_slot, job.backlog))
+            # The provider's generationTime: the job's own service interval.
+            service = (job.started, job.finished) if self.model.settings.service_time else None
+            run_sync(
+                self.router.learn(
+                    name,
+                    seconds,
+                    job.work_per_slot,
+                    job.backlog,
+                    service=service,
+                    tag=str(job.index),
+                )
+            )
 
     def probe(self, server: Server) -> None:
         """FleetSync._probe: a dead backend fails its probe; a live one closes half-open."""
@@ -138,6 +147,9 @@ class OraclePlacer:
     def has_room(self) -> bool:
         return any(s.alive and s.has_room() for s in self.servers)
 
+    def pass_started(self) -> None:
+        pass
+
     def place(self, job: Job) -> bool:
         now = self.model.now
         open_ = [s for s in self.servers if s.alive and s.has_room()]
@@ -162,7 +174,7 @@ def placer_factory(policy: str, seed: int) -> Callable[[Model], Placer]:
     """ "oracle", a gateway strategy name, or one with experiment changes (bench/variants.py):
     "-overdue" (without the overdue signal), "+alpha=X" (learning rate X)."""
     rng = random.Random(seed)
-    if policy == ORACLE:
+    if policy in (ORACLE, FREE_ORACLE):
         return lambda model: OraclePlacer(model, rng)
     head, *flags = policy.split("+")
     name, _, without = head.partition("-")
@@ -197,6 +209,8 @@ def run_model(
 ) -> RunResult:
     """One run: the same arrivals (by seed) for every policy, placed by `policy`."""
     jobs = arrivals(load * capacity(tuple(fleet)), count, seed)
+    if policy == FREE_ORACLE:
+        fleet = [replace(b, max_concurrency=None) for b in fleet]
     model = Model(
         jobs,
         placer_factory(policy, seed + 7919),

@@ -137,9 +137,18 @@ class Backend(Section):
     adapter: str
     base_url: HttpUrl
     api_key: SecretStr | None = None
-    max_concurrency: int = Field(default=4, ge=1, le=100_000)
+    max_concurrency: int | None = Field(
+        default=None,
+        ge=1,
+        le=100_000,
+        description="Hard limit on jobs in flight there. Default: 4 for a hosted API; none "
+        "for a GPU server (routing sends it up to twice what it runs at once).",
+    )
     parallelism: int | None = Field(
-        default=None, ge=1, description="Jobs it runs at once; defaults to max_concurrency."
+        default=None,
+        ge=1,
+        description="Jobs it runs at once. Default: 1 for ComfyUI, the limit for a hosted "
+        "API, else learned from the service times the server reports.",
     )
     weight: float = Field(default=1.0, gt=0)
     tags: list[Name] = Field(default_factory=list)

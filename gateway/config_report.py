@@ -34,7 +34,8 @@ def report(settings: Settings, path: str) -> str:
         key = "key set" if b.api_key and b.api_key.get_secret_value() else "no key"
         lines.append(
             f"    - {b.name}: {b.adapter} at {b.base_url} ({key}), max_concurrency "
-            f"{b.max_concurrency}, weight {b.weight:g}, models {', '.join(sorted(b.models))}"
+            f"{b.max_concurrency or 'default'}, "
+            f"weight {b.weight:g}, models {', '.join(sorted(b.models))}"
             + (f", tags {', '.join(b.tags)}" if b.tags else "")
         )
     trainers = [

@@ -30,7 +30,6 @@ from observability.logging import get_logger
 from observability.metrics import FAILOVER_REASONS, Metrics, provider_call
 from routing.backends import Backend
 from routing.eligibility import Eligibility, Eligible
-from routing.load import expected_completion
 from routing.router import AllFull, NoRoutableBackend, Reservation, RetryBudget, Router
 
 log = get_logger(__name__)
@@ -156,6 +155,8 @@ class Dispatcher:
                         stopped = "no other routable backend"
                         break
                     # Nothing free now: the job waits in the gateway queue (the caller's).
+                    if not attempts:
+                        return Dispatched(current, False)  # nothing new to keep
                     return Dispatched(
                         await self._record_attempts(record.id, attempts, next_track), False
                     )
@@ -282,12 +283,7 @@ class Dispatcher:
             # The provider's eta covers our own work queued there too; only the rest is
             # others' work the ledger cannot see.
             view = self._router.view
-            own = expected_completion(
-                candidate.work_per_slot,
-                seconds_per_unit=view.seconds_per_unit(backend.name),
-                parallelism=view.parallelism[backend.name],
-                backlog=reservation.backlog,
-            )
+            own = reservation.expected  # what the gateway's own reservations there explain
             view.note_reported_wait(backend.name, head.eta - own)
         attempts.append(
             Attempt(

@@ -43,8 +43,6 @@ class FleetSync:
         self._backends = backends
         self._session = session
         self._metrics = metrics
-        for backend in backends.values():
-            metrics.backend_capacity.labels(backend.name).set(backend.max_concurrency)
         # Each tenant's pool, for the "every backend of a tenant's pool is down" alert.
         self._pools = {
             tenant.name: [
@@ -57,15 +55,15 @@ class FleetSync:
 
     async def refresh(self) -> None:
         started = time.time()
-        snapshot = await self._fleet.snapshot()
+        snapshot = await self._fleet.snapshot({n: self._router.head(n) for n in self._backends})
         self.apply(snapshot, (started + time.time()) / 2)
 
     def apply(self, snapshot: Snapshot, local_time: float) -> None:
         self._view.clock_offset = snapshot.server_time - local_time
         for name, record in snapshot.backends.items():
             state = self._view.states[name]
-            state.in_flight = record.in_flight
-            state.slots = record.slots
+            self._view.note_reserved(name, record.reserved)
+            self._view.note_parallelism(name, record.parallelism)
             state.failures = record.failures
             state.ejections = record.ejections
             state.ejected_until = record.ejected_until
@@ -73,6 +71,7 @@ class FleetSync:
             state.drained = record.drained
             state.seconds_per_unit = record.seconds_per_unit
             self._metrics.backend_inflight.labels(name).set(record.in_flight)
+            self._metrics.backend_capacity.labels(name).set(self._view.capacity(name))
             self._metrics.backend_up.labels(name).set(1 if self._view.routable(name) else 0)
             self._metrics.backend_ejected.labels(name).set(1 if self._view.ejected(name) else 0)
             self._metrics.backend_speed.labels(name).set(self._view.seconds_per_unit(name))

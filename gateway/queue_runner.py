@@ -1,31 +1,39 @@
 """Moves jobs from the gateway queue onto backends as capacity frees up, on every instance.
 
 Woken when any instance finishes a job (slots free up), and every tick as a safety net
-(leases that ran out, backends coming back). Pops the fairest jobs and dispatches them;
-those that still find no room go back to their place in line.
+(leases that ran out, backends coming back). Which job goes next is the queue's order
+(gateway/store/queue.py); which slot it takes is routing's, and it is decided late: the
+first few jobs in line are looked at in order, each goes where it would finish soonest,
+and one whose best backend is still full stays in line (its work counted ahead of the
+jobs behind it there). So a slow server's free slot goes to a small job that finishes
+soonest there, not to the large job at the head that a fast server will take shortly.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections import OrderedDict
 from collections.abc import Mapping
 
 import structlog
 
+from adapters.normalized import GenerationRequest
 from gateway.dispatch import Dispatcher
 from gateway.jobs.model import JobStatus
-from gateway.store.jobs import JobStore
+from gateway.store.jobs import JobStore, Versioned
 from gateway.store.queue import GatewayQueue
 from observability.logging import get_logger
 from observability.metrics import Metrics
 from routing.backends import Backend
+from routing.eligibility import Eligibility, Eligible
 from routing.view import FleetView
 
 log = get_logger(__name__)
 
 TICK = 0.25
-BATCH = 16
+LOOK_AHEAD = 8  # queued jobs considered for the slots that freed up
+KNOWN = 4096  # eligibility remembered per queued job (its request does not change)
 
 
 class QueueRunner:
@@ -35,18 +43,23 @@ class QueueRunner:
         queue: GatewayQueue,
         jobs: JobStore,
         dispatcher: Dispatcher,
+        eligibility: Eligibility,
         backends: Mapping[str, Backend],
         view: FleetView,
         metrics: Metrics,
+        allow_http: bool = False,
     ) -> None:
         self._queue = queue
         self._jobs = jobs
         self._dispatcher = dispatcher
+        self._eligibility = eligibility
         self._backends = backends
         self._view = view
         self._metrics = metrics
+        self._allow_http = allow_http
         self._wake = asyncio.Event()
         self._stopping = False
+        self._known: OrderedDict[str, Eligible] = OrderedDict()
 
     def wake(self) -> None:
         self._wake.set()
@@ -59,8 +72,8 @@ class QueueRunner:
     def _room(self) -> int:
         """Free slots on routable backends, as this instance last saw them."""
         return sum(
-            max(0, b.max_concurrency - self._view.states[name].in_flight)
-            for name, b in self._backends.items()
+            max(0, self._view.capacity(name) - self._view.states[name].in_flight)
+            for name in self._backends
             if self._view.routable(name)
         )
 
@@ -79,26 +92,47 @@ class QueueRunner:
         """Dispatch queued jobs while there is room; returns how many were placed."""
         placed = 0
         while self._room() > 0 and not self._stopping:
-            batch = await self._queue.pop(min(BATCH, self._room()))
+            batch = await self._queue.pop(LOOK_AHEAD)
             if not batch:
                 break
-            outcomes = await asyncio.gather(*(self._place(job_id) for job_id, _ in batch))
-            waiting = [item for item, ok in zip(batch, outcomes, strict=True) if not ok]
+            # Work held for each backend is recounted from the head of the line each pass.
+            self._view.ahead = {}
+            records = await asyncio.gather(*(self._jobs.get(job_id) for job_id, _ in batch))
+            waiting = []
+            for item, current in zip(batch, records, strict=True):
+                # In line order, one at a time: each decision sees the ones before it.
+                if not await self._place(item[0], current):
+                    waiting.append(item)
             await self._queue.put_back(waiting)
             placed += len(batch) - len(waiting)
             if waiting:
-                break  # the rest would find the same backends full
+                break  # the rest wait behind these
         return placed
 
-    async def _place(self, job_id: str) -> bool:
+    async def _place(self, job_id: str, current: Versioned | None) -> bool:
         """True when the job left the queue for good (placed, ended, or gone)."""
-        current = await self._jobs.get(job_id)
         if current is None or current.record.status is not JobStatus.QUEUED:
+            self._known.pop(job_id, None)
             return True
         try:
             with structlog.contextvars.bound_contextvars(job_id=job_id):
-                dispatched = await self._dispatcher.dispatch(current)
+                dispatched = await self._dispatcher.dispatch(current, self._eligible(current))
         except Exception:
             log.exception("queued_dispatch_failed", job_id=job_id)
             return False
+        if dispatched.placed:
+            self._known.pop(job_id, None)
         return dispatched.placed
+
+    def _eligible(self, current: Versioned) -> Eligible | None:
+        record = current.record
+        known = self._known.get(record.id)
+        if known is None and record.request is not None:
+            request = GenerationRequest.model_validate(
+                record.request, context={"allow_http": self._allow_http}
+            )
+            known = self._eligibility.evaluate(record.tenant, request)
+            self._known[record.id] = known
+            while len(self._known) > KNOWN:
+                self._known.popitem(last=False)
+        return known

@@ -103,11 +103,22 @@ async def learn_speed(router: Router, record: JobRecord) -> None:
     """A succeeded job teaches its backend's speed: submit-to-result time for its work."""
     if record.status is not JobStatus.SUCCEEDED or not record.backend or record.work_per_slot <= 0:
         return
-    started = [p.submitted_at for p in record.current_parts() if p.submitted_at is not None]
+    parts = record.current_parts()
+    started = [p.submitted_at for p in parts if p.submitted_at is not None]
     if not started or record.completed_at is None:
         return
     seconds = (record.completed_at - min(started)).total_seconds()
-    await router.learn(record.backend, seconds, record.work_per_slot, record.backlog)
+    # Each part ran on its own slot: the first one's service interval teaches the speed
+    # (work_per_slot is per part) and, overlapping with others', the parallelism.
+    service = next((p.service for p in parts if p.service is not None), None)
+    await router.learn(
+        record.backend,
+        seconds,
+        record.work_per_slot,
+        record.backlog,
+        service=service,
+        tag=f"{record.id}.{parts[0].n}",
+    )
 
 
 def build_backends(settings: Settings) -> dict[str, Backend]:
@@ -135,6 +146,8 @@ async def build_services(
     view = FleetView(
         {name: b.runs_at_once for name, b in backends.items()},
         speed_prior=settings.routing.speed_prior,
+        limits={name: b.limit for name, b in backends.items()},
+        learning=frozenset(name for name, b in backends.items() if b.learns_parallelism),
     )
     fleet = FleetStore(store, list(backends))
     rules = settings.routing.ejection
@@ -231,9 +244,11 @@ async def build_services(
         queue=queue,
         jobs=jobs,
         dispatcher=dispatcher,
+        eligibility=eligibility,
         backends=backends,
         view=view,
         metrics=metrics,
+        allow_http=settings.outbound.allow_http,
     )
     runner_ref.append(runner)
     # A job ending on any instance frees a slot somewhere: look at the queue.

@@ -12,8 +12,8 @@ from adapters.base import Adapter, Plan
 class Backend:
     name: str
     adapter: Adapter
-    max_concurrency: int
-    parallelism: int = 0  # jobs it runs at once; 0 means max_concurrency
+    max_concurrency: int | None  # hard limit on jobs in flight there; None: none known
+    parallelism: int = 0  # jobs it runs at once, as configured; 0: not configured
     weight: float = 1.0
     tags: frozenset[str] = field(default_factory=frozenset)
     models: Mapping[str, str] = field(default_factory=dict)
@@ -24,8 +24,28 @@ class Backend:
         return self.adapter.kind
 
     @property
+    def limit(self) -> int | None:
+        """The configured hard limit, else the adapter's (a hosted API's default)."""
+        return self.max_concurrency or self.adapter.capacity.max_concurrency
+
+    @property
+    def learns_parallelism(self) -> bool:
+        """Neither the config nor the adapter says what it runs at once: learn it."""
+        capacity = self.adapter.capacity
+        return not self.parallelism and capacity.parallelism is None and not capacity.hosted
+
+    @property
     def runs_at_once(self) -> int:
-        return self.parallelism or self.max_concurrency
+        """What it runs at once before anything is learned: configured, else the adapter's
+        default, else (a hosted API) its limit, else one."""
+        capacity = self.adapter.capacity
+        if self.parallelism:
+            return self.parallelism
+        if capacity.parallelism is not None:
+            return capacity.parallelism
+        if capacity.hosted:
+            return self.limit or 1
+        return 1
 
 
 @dataclass(frozen=True)
@@ -37,8 +57,8 @@ class Candidate:
 
     @property
     def need(self) -> int:
-        """Slots this job takes there: one per submission, never more than the capacity."""
-        return min(len(self.plan.submissions), self.backend.max_concurrency)
+        """Slots this job takes there: one per submission, never more than the limit."""
+        return min(len(self.plan.submissions), self.backend.limit or len(self.plan.submissions))
 
     @property
     def work_per_slot(self) -> float:

@@ -13,6 +13,9 @@ from routing.view import FleetView
 
 class Policy(Protocol):
     name: str
+    # True: the job goes where it would finish soonest, waiting in the gateway queue when
+    # that backend is full. False: the first candidate in order with room takes it.
+    holds: bool
 
     def order(self, candidates: Sequence[Candidate], view: FleetView) -> list[Candidate]: ...
 
@@ -31,6 +34,7 @@ def _shuffled(candidates: Sequence[Candidate], rng: random.Random) -> list[Candi
 
 class LeastLoaded:
     name = "least_loaded"
+    holds = True
 
     def __init__(
         self,
@@ -48,6 +52,7 @@ class PowerOfTwo:
     """Two random candidates, the lighter first; the rest follow by load as fallbacks."""
 
     name = "p2c"
+    holds = False
 
     def __init__(
         self,
@@ -66,6 +71,7 @@ class PowerOfTwo:
 
 class RoundRobin:
     name = "round_robin"
+    holds = False
 
     def __init__(self) -> None:
         self._turn = itertools.count()
@@ -79,6 +85,7 @@ class RoundRobin:
 
 class WeightedRandom:
     name = "weighted_random"
+    holds = False
 
     def __init__(self, rng: random.Random | None = None) -> None:
         self._rng = rng or random.Random()
@@ -93,6 +100,7 @@ class Priority:
     """Fill preferred backends (config order, then weight) first; spill over in order."""
 
     name = "priority"
+    holds = False
 
     def order(self, candidates: Sequence[Candidate], view: FleetView) -> list[Candidate]:
         return sorted(candidates, key=lambda c: (c.backend.order, -c.backend.weight))

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
 from adapters.errors import ProviderError
 from routing.backends import Candidate
-from routing.load import Slot
+from routing.load import Reserved, Slot
 from routing.policies import Policy
 from routing.view import FleetView
 
@@ -17,14 +18,30 @@ HEALTH_OUTCOMES = frozenset({"unavailable", "timeout", "server_error", "auth_fai
 DEFAULT_COOLDOWN = 1.0  # seconds, when a 429 does not say how long
 
 
+@dataclass(frozen=True)
+class Offer:
+    """One candidate for the reservation script, in the order the policy prefers."""
+
+    backend: str
+    capacity: int
+    members: Sequence[str]
+    version: int = -1  # the load version the choice was made on; -1: do not check
+    head: int = 1  # reservations to read back in start order (what is in service)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    chosen: str | None  # where the members were reserved
+    changed: str | None  # a backend whose load changed since the view read it: decide again
+    loads: dict[str, Reserved]  # fresh aggregates of every backend the script looked at
+
+
 class Ledger(Protocol):
     """Shared, atomic backend state (implemented by the gateway's store)."""
 
-    async def reserve(
-        self, candidates: Sequence[tuple[str, int, Sequence[str]]], lease: float
-    ) -> tuple[str | None, dict[str, int]]: ...
+    async def reserve(self, offers: Sequence[Offer], lease: float) -> Outcome: ...
 
-    async def release(self, backend: str, members: Sequence[str]) -> None: ...
+    async def release(self, backend: str, members: Sequence[str], head: int) -> Reserved: ...
 
     async def record_failure(
         self, backend: str, *, threshold: int, base: float, maximum: float, max_share: float
@@ -34,7 +51,13 @@ class Ledger(Protocol):
 
     async def cool_down(self, backend: str, seconds: float) -> float: ...
 
-    async def learn_speed(self, backend: str, seconds_per_unit: float) -> float: ...
+    async def learn(
+        self,
+        backend: str,
+        seconds_per_unit: float | None,
+        service: tuple[float, float] | None,
+        tag: str,
+    ) -> tuple[float | None, int | None]: ...
 
 
 def member(track: str, work: float, started: float, expected_end: float) -> str:
@@ -45,6 +68,17 @@ def member(track: str, work: float, started: float, expected_end: float) -> str:
 
 def track_of(member_name: str) -> str:
     return member_name.split("~", 1)[0]
+
+
+def parse_slot(member_name: str) -> Slot | None:
+    """The slot a member describes (see `member`)."""
+    parts = member_name.split("~")
+    if len(parts) != 4:
+        return None
+    try:
+        return Slot(float(parts[1]), int(parts[2]) / 1000, int(parts[3]) / 1000, parts[0])
+    except ValueError:
+        return None
 
 
 @dataclass(frozen=True)
@@ -60,6 +94,7 @@ class Reservation:
     candidate: Candidate
     members: tuple[str, ...]
     backlog: float  # work (units) ahead of this job there when it was reserved
+    expected: float = 0.0  # seconds to completion its own reservations there explain
 
     @property
     def backend(self) -> str:
@@ -71,7 +106,20 @@ class NoRoutableBackend(Exception):
 
 
 class AllFull(Exception):
-    """Every routable candidate is at its max_concurrency."""
+    """No routable candidate can take the job now: it waits in the gateway queue."""
+
+
+class Held(AllFull):
+    """The job would finish soonest on a backend that is full: it waits for it there."""
+
+    def __init__(self, candidate: Candidate) -> None:
+        super().__init__(candidate.backend.name)
+        self.candidate = candidate
+
+
+# A reservation chosen on a view another instance has since changed is decided again on
+# the fresh state the script returned; after this many changes in a row it takes its turn.
+DECIDE_AGAIN = 8
 
 
 class Router:
@@ -89,43 +137,77 @@ class Router:
         self._ledger = ledger
         self._lease = lease
         self._ejection = ejection
+        # One decision at a time per instance: each sees the reservations before it, as a
+        # sequential decider would (a decision is one script call: ~0.3 ms).
+        self._deciding = asyncio.Lock()
+
+    def head(self, name: str) -> int:
+        """Reservations to read in start order: those in service, and one more."""
+        return self.view.parallelism[name] + 1
 
     async def reserve(
         self, candidates: Sequence[Candidate], tracks: Sequence[str], exclude: set[str]
     ) -> Reservation:
-        """Reserve slots on the best candidate with room; raise when none can take it."""
+        """Reserve slots where the policy wants the job; raise when it should wait.
+
+        A policy that `holds` (least_loaded) takes the backend where the job would finish
+        soonest, even when it is full: then the job waits in the gateway queue for it
+        (`Held`) rather than going to a slower free one. Others take the first with room.
+        The script checks the choice against the shared ledger: if the chosen backend's
+        load changed since this view read it (another instance reserved there), nothing is
+        reserved and the choice is made again on the fresh state.
+        """
+        view = self.view
         pool = [
-            c
-            for c in candidates
-            if c.backend.name not in exclude and self.view.routable(c.backend.name)
+            c for c in candidates if c.backend.name not in exclude and view.routable(c.backend.name)
         ]
         if not pool:
             raise NoRoutableBackend
-        ordered = self.policy.order(pool, self.view)
-        now = self.view.now()  # the store's clock: every instance reads these slots
-        offers, backlogs = [], {}
-        for c in ordered:
-            name = c.backend.name
-            backlogs[name] = self.view.backlog(name)
-            ends = now + self.view.expected_completion(name, c.work_per_slot)
-            members = [member(t, c.work_per_slot, now, ends) for t in tracks[: c.need]]
-            offers.append((name, c.backend.max_concurrency, members))
-        chosen, seen = await self._ledger.reserve(offers, self._lease)
-        self.view.note_in_flight(seen)
-        if chosen is None:
-            raise AllFull
-        index = next(i for i, c in enumerate(ordered) if c.backend.name == chosen)
-        candidate, members = ordered[index], offers[index][2]
-        ends = now + self.view.expected_completion(chosen, candidate.work_per_slot)
-        self.view.add_slots(
-            chosen,
-            [Slot(candidate.work_per_slot, now, ends, track_of(m)) for m in members],
-        )
-        return Reservation(candidate, tuple(members), backlogs[chosen])
+        async with self._deciding:
+            return await self._reserve(pool, tracks)
+
+    async def _reserve(self, pool: Sequence[Candidate], tracks: Sequence[str]) -> Reservation:
+        view = self.view
+        for turn in range(DECIDE_AGAIN + 1):
+            ordered = self.policy.order(pool, view)
+            if self.policy.holds:
+                best = ordered[0]
+                name = best.backend.name
+                if not view.has_room(name, best.need):
+                    # In line for it: later jobs see this work ahead of them there.
+                    view.ahead[name] = view.ahead.get(name, 0.0) + best.plan.work
+                    raise Held(best)
+                ordered = [best]
+            now = view.now()  # the store's clock: every instance reads these slots
+            check = self.policy.holds and turn < DECIDE_AGAIN
+            offers = [self._offer(c, tracks, now, check) for c in ordered]
+            outcome = await self._ledger.reserve([o for o, _ in offers], self._lease)
+            for name, reserved in outcome.loads.items():
+                view.note_reserved(name, reserved)
+            if outcome.changed is not None:
+                continue
+            if outcome.chosen is None:
+                raise AllFull
+            return next(r for o, r in offers if o.backend == outcome.chosen)
+        raise AllFull  # unreachable: the last turn does not check versions
+
+    def _offer(
+        self, c: Candidate, tracks: Sequence[str], now: float, check: bool
+    ) -> tuple[Offer, Reservation]:
+        view, name = self.view, c.backend.name
+        own = view.expected_completion(name, c.work_per_slot, queued=False)
+        ends = now + own
+        members = tuple(member(t, c.work_per_slot, now, ends) for t in tracks[: c.need])
+        version = view.states[name].reserved.version if check else -1
+        offer = Offer(name, view.capacity(name), members, version, self.head(name))
+        expected = own - view.reported_wait(name)
+        return offer, Reservation(c, members, view.backlog(name), expected)
 
     async def release(self, backend: str, members: Sequence[str]) -> None:
-        self.view.drop_slots(backend, {track_of(m) for m in members})
-        await self._ledger.release(backend, members)
+        slots = [s for s in map(parse_slot, members) if s is not None]
+        self.view.drop_slots(backend, slots)
+        reserved = await self._ledger.release(backend, members, self.head(backend))
+        self.view.note_reserved(backend, reserved)
 
     async def report_failure(self, backend: str, error: ProviderError) -> float | None:
         """Learn from a failed submit: a 429 cools the key down; ill health counts to ejection."""
@@ -170,18 +252,37 @@ class Router:
     async def cool_down(self, backend: str, seconds: float) -> None:
         self.view.states[backend].cooldown_until = await self._ledger.cool_down(backend, seconds)
 
-    async def learn(self, backend: str, seconds: float, work: float, backlog: float) -> None:
-        """Fold one completed job into the backend's speed.
+    async def learn(
+        self,
+        backend: str,
+        seconds: float,
+        work: float,
+        backlog: float,
+        *,
+        service: tuple[float, float] | None = None,
+        tag: str = "",
+    ) -> None:
+        """Fold one completed job into the backend's speed (and parallelism).
 
-        `seconds` ran from submit to result for `work` units with `backlog` units ahead; by
-        the load model that took max(work, (backlog + work) / parallelism) unit-times.
+        Where the provider said when the generation ran (`service`, epoch s), the speed is
+        its duration over the work. Otherwise `seconds` ran from submit to result for
+        `work` units with `backlog` units ahead; by the load model that took
+        max(work, (backlog + work) / parallelism) unit-times.
         """
-        parallelism = self.view.parallelism[backend]
-        units = max(work, (backlog + work) / max(1, parallelism))
-        if units <= 0 or seconds <= 0:
+        if service is not None and service[1] > service[0] and work > 0:
+            observed: float | None = (service[1] - service[0]) / work
+        else:
+            service = None
+            parallelism = self.view.parallelism[backend]
+            units = max(work, (backlog + work) / max(1, parallelism))
+            observed = seconds / units if units > 0 and seconds > 0 else None
+        if observed is None and service is None:
             return
-        learned = await self._ledger.learn_speed(backend, seconds / units)
-        self.view.states[backend].seconds_per_unit = learned
+        speed, parallel = await self._ledger.learn(backend, observed, service, tag)
+        if speed is not None:
+            self.view.states[backend].seconds_per_unit = speed
+        if parallel is not None:
+            self.view.note_parallelism(backend, parallel)
 
 
 class RetryBudget:

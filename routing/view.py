@@ -3,21 +3,28 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from routing.load import Slot, expected_completion, median, overshoot, remaining_work
+from routing.load import Reserved, Slot, expected_completion, median, overshoot, remaining_work
+
+# Where the config sets no hard limit, a GPU server is sent at most this many times what it
+# runs at once: enough queued there to keep it fed between jobs, little enough that most
+# waiting happens in the gateway queue, where the job and its backend are chosen late.
+QUEUE_FACTOR = 2
 
 
 @dataclass
 class BackendState:
     in_flight: int = 0  # reserved slots, across all instances
-    slots: list[Slot] = field(default_factory=list)
+    reserved: Reserved = field(default_factory=Reserved)
     failures: int = 0
     ejections: int = 0
     ejected_until: float = 0.0  # epoch seconds, store clock
     cooldown_until: float = 0.0  # a 429 told us to back off until then
     drained: bool = False
     seconds_per_unit: float | None = None  # learned, shared; None until a job completed
+    learned_parallelism: int | None = None  # from overlapping service times, shared
     reported_queue: int | None = None  # jobs the backend says are waiting (all clients)
     reported_wait: float = 0.0  # seconds of others' work ahead, as reported
     reported_at: float = 0.0
@@ -25,17 +32,49 @@ class BackendState:
     probe_detail: str = ""
     probed_at: float = 0.0
 
+    @property
+    def slots(self) -> list[Slot]:
+        """The first reservations in start order (all of them up to a few)."""
+        return self.reserved.head
+
 
 class FleetView:
-    def __init__(self, parallelism: dict[str, int], speed_prior: float = 0.5) -> None:
+    """What routing knows about each backend.
+
+    `parallelism` is what a backend runs at once: configured, an adapter's default, or
+    learned (names in `learning`: their value follows what the ledger learned). `limits`
+    are hard limits on jobs in flight (None: none known, see `capacity`).
+    """
+
+    def __init__(
+        self,
+        parallelism: dict[str, int],
+        speed_prior: float = 0.5,
+        *,
+        limits: Mapping[str, int | None] | None = None,
+        learning: frozenset[str] = frozenset(),
+    ) -> None:
         self.states = {name: BackendState() for name in parallelism}
         self.parallelism = parallelism
+        self.limits = dict(limits) if limits is not None else dict(parallelism)
+        self.learning = learning
         self.speed_prior = speed_prior
         self.clock_offset = 0.0  # store clock minus local clock
+        # Work (units) the gateway queue holds for each backend, as the queue runner last
+        # placed it: a new job waits behind it.
+        self.ahead: dict[str, float] = {}
 
     def now(self) -> float:
         """The store's clock, which ejection times are written in."""
         return time.time() + self.clock_offset
+
+    def capacity(self, name: str) -> int:
+        """Jobs in flight allowed there: the hard limit, else a short queue per worker."""
+        limit = self.limits.get(name)
+        return limit if limit else QUEUE_FACTOR * self.parallelism[name]
+
+    def has_room(self, name: str, need: int = 1) -> bool:
+        return self.states[name].in_flight + need <= self.capacity(name)
 
     def routable(self, name: str) -> bool:
         state = self.states[name]
@@ -49,6 +88,18 @@ class FleetView:
         for name, count in seen.items():
             self.states[name].in_flight = count
 
+    def note_reserved(self, name: str, reserved: Reserved) -> None:
+        """The ledger's aggregates for one backend, fresh from a script's answer."""
+        state = self.states[name]
+        state.reserved = reserved
+        state.in_flight = reserved.count
+
+    def note_parallelism(self, name: str, learned: int | None) -> None:
+        state = self.states[name]
+        state.learned_parallelism = learned
+        if learned and name in self.learning:
+            self.parallelism[name] = learned
+
     def seconds_per_unit(self, name: str) -> float:
         """Learned speed (else the fleet's median: a new GPU is probably like the others),
         slowed by how far its running jobs are past their expected end."""
@@ -57,25 +108,27 @@ class FleetView:
         if learned is None:
             known = [s.seconds_per_unit for s in self.states.values() if s.seconds_per_unit]
             learned = median(known) or self.speed_prior
-        return learned * overshoot(state.slots, self.now())
+        serving = state.reserved.head[: self.parallelism[name]]
+        return learned * overshoot(serving, self.now())
 
     def add_slots(self, name: str, slots: list[Slot]) -> None:
         """This instance's own reservation, seen at once rather than at the next refresh."""
         state = self.states[name]
-        state.slots = [*state.slots, *slots]
-        state.in_flight = max(state.in_flight, len(state.slots))
+        state.reserved.add(slots)
+        state.in_flight = max(state.in_flight + len(slots), state.reserved.count)
 
-    def drop_slots(self, name: str, tracks: set[str]) -> None:
+    def drop_slots(self, name: str, slots: list[Slot]) -> None:
         state = self.states[name]
-        kept = [s for s in state.slots if s.track not in tracks]
-        state.in_flight = max(0, state.in_flight - (len(state.slots) - len(kept)))
-        state.slots = kept
+        state.reserved.drop(slots)
+        state.in_flight = max(0, state.in_flight - len(slots))
 
     def backlog(self, name: str) -> float:
         """Work (units) still to do there from what the gateway reserved."""
-        state = self.states[name]
         return remaining_work(
-            state.slots, self.seconds_per_unit(name), self.parallelism[name], self.now()
+            self.states[name].reserved,
+            self.seconds_per_unit(name),
+            self.parallelism[name],
+            self.now(),
         )
 
     def note_reported_wait(self, name: str, seconds: float, at: float | None = None) -> None:
@@ -89,11 +142,15 @@ class FleetView:
         state = self.states[name]
         return max(0.0, state.reported_wait - (time.time() - state.reported_at))
 
-    def expected_completion(self, name: str, work: float) -> float:
+    def expected_completion(self, name: str, work: float, *, queued: bool = True) -> float:
+        """Seconds until a job of `work` would finish there; `queued`: behind the work the
+        gateway queue holds for it."""
         return expected_completion(
             work,
             seconds_per_unit=self.seconds_per_unit(name),
             parallelism=self.parallelism[name],
-            backlog=self.backlog(name),
+            reserved=self.states[name].reserved,
+            now=self.now(),
+            ahead=self.ahead.get(name, 0.0) if queued else 0.0,
             reported_wait=self.reported_wait(name),
         )

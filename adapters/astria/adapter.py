@@ -10,6 +10,7 @@ import orjson
 from adapters.astria import answers, training, wire
 from adapters.astria.convert import AstriaOptions, plan, tune_of
 from adapters.base import (
+    HOSTED,
     Callback,
     Plan,
     Probe,
@@ -36,6 +37,7 @@ from adapters.normalized_tune import TuneRequest
 class AstriaAdapter:
     kind: ClassVar[str] = "astria"
     result_mode = ResultMode.WEBHOOK
+    capacity = HOSTED
 
     def __init__(self, target: Target) -> None:
         self.target = target

@@ -8,6 +8,7 @@ from urllib.parse import quote
 import aiohttp
 
 from adapters.base import (
+    HOSTED,
     Callback,
     Plan,
     Probe,
@@ -34,6 +35,7 @@ _PROBE_PEEK = 4096
 class BodiaAdapter:
     kind: ClassVar[str] = "bodia"
     result_mode = ResultMode.POLL
+    capacity = HOSTED
 
     def __init__(self, target: Target) -> None:
         self.target = target

@@ -11,6 +11,7 @@ import aiohttp
 
 from adapters.base import (
     Callback,
+    Capacity,
     Plan,
     Probe,
     ProviderResult,
@@ -35,6 +36,8 @@ def random_seed() -> int:
 class ComfyAdapter:
     kind: ClassVar[str] = "comfyui"
     result_mode = ResultMode.POLL
+    # A ComfyUI server runs one prompt at a time and queues the rest itself.
+    capacity = Capacity(parallelism=1)
 
     def __init__(self, target: Target, *, seeds: Callable[[], int] = random_seed) -> None:
         self.target = target

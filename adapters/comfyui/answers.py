@@ -124,7 +124,22 @@ def read_history(data: Any, prompt_id: str, base_url: str) -> ProviderResult | N
     images = _images(entry.get("outputs"), base_url)
     if not images:
         raise ProviderBadAnswer("history says success but lists no images")
-    return ProviderResult(ResultState.SUCCEEDED, provider_id=prompt_id, images=images)
+    return ProviderResult(
+        ResultState.SUCCEEDED, provider_id=prompt_id, images=images, service=_ran(messages)
+    )
+
+
+def _ran(messages: list[Any]) -> tuple[float, float] | None:
+    """When the prompt executed, from its execution_start and execution_success messages
+    (timestamps in epoch ms); None when either is missing or unreadable."""
+    times: dict[str, float] = {}
+    for item in messages:
+        if isinstance(item, list) and len(item) == 2 and isinstance(item[1], dict):
+            stamp = item[1].get("timestamp")
+            if isinstance(stamp, int | float) and not isinstance(stamp, bool):
+                times[str(item[0])] = stamp / 1000
+    start, end = times.get("execution_start"), times.get("execution_success")
+    return (start, end) if start is not None and end is not None and end >= start else None
 
 
 def _failed(prompt_id: str, message: str) -> ProviderResult:

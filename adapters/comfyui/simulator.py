@@ -171,7 +171,9 @@ async def _get_history_item(request: web.Request) -> web.Response:
 def _history_entry(state: ComfyState, job: SimJob) -> dict[str, Any]:
     now = int(time.time() * 1000)
     graph: dict[str, Any] = job.body["prompt"]
-    started = ["execution_start", {"prompt_id": job.id, "timestamp": now}]
+    # As ComfyUI does: when the prompt began executing (the engine's clock is monotonic).
+    began = now - int((time.monotonic() - (job.started or time.monotonic())) * 1000)
+    started = ["execution_start", {"prompt_id": job.id, "timestamp": began}]
     cached = ["execution_cached", {"nodes": [], "prompt_id": job.id, "timestamp": now}]
     entry: dict[str, Any] = {"prompt": _queue_item(job), "meta": {}, "outputs": {}}
     interrupted = job.id in state.interrupted

@@ -9,7 +9,9 @@ import aiohttp
 import orjson
 
 from adapters.base import (
+    HOSTED,
     Callback,
+    Capacity,
     Plan,
     Probe,
     ProviderResult,
@@ -34,6 +36,9 @@ class ModelsLabAdapter:
         self.options = ModelsLabOptions.model_validate(dict(target.options))
         self._key = target.api_key.get_secret_value() if target.api_key else ""
         self._base = target.base_url.rstrip("/")
+        # A dedicated server's size is learned from the generationTime it reports; the
+        # cloud API is elastic.
+        self.capacity = Capacity() if self.options.enterprise else HOSTED
 
     def plan(self, request: GenerationRequest) -> Plan:
         return plan(request, self.target, self.options)

@@ -7,6 +7,7 @@ else unexpected is a `ProviderBadAnswer` with a message that says what was wrong
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from adapters.base import ProviderResult, ResultState
@@ -81,7 +82,10 @@ def read_result(data: Any) -> ProviderResult:
     status = status.strip().lower()
     if status == "success":
         return ProviderResult(
-            ResultState.SUCCEEDED, provider_id=_provider_id(data), images=_images(data)
+            ResultState.SUCCEEDED,
+            provider_id=_provider_id(data),
+            images=_images(data),
+            service=_ran(data),
         )
     if status in ("processing", "queued", "pending"):
         provider_id = _provider_id(data)
@@ -98,6 +102,16 @@ def read_result(data: Any) -> ProviderResult:
             error_message=message(data),
         )
     raise ProviderBadAnswer(f"unknown status {status!r}")
+
+
+def _ran(data: dict[str, Any]) -> tuple[float, float] | None:
+    """`generationTime` (seconds the generation took) as an interval ending now: the answer
+    or webhook comes as the generation ends."""
+    took = number(data.get("generationTime"))
+    if took is None or not 0 < took < 86400:
+        return None
+    now = time.time()
+    return (now - took, now)
 
 
 def submit_error(data: dict[str, Any]) -> ProviderError:

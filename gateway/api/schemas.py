@@ -40,6 +40,8 @@ class BackendStatus(BaseModel):
     reserved_work: float
     capacity: int
     parallelism: int
+    # Where neither the config nor the adapter says: what the service times showed.
+    parallelism_learned: int | None = None
     reported_queue: int | None
     reported_wait: float
     seconds_per_unit: float | None

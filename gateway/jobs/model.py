@@ -114,6 +114,7 @@ class Part(BaseModel):
     images: list[str] = Field(default_factory=list)
     error: JobError | None = None
     submitted_at: datetime | None = None
+    service: tuple[float, float] | None = None  # when it ran, as the provider said (epoch s)
 
 
 class DeliveryState(StrEnum):

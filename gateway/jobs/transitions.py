@@ -53,6 +53,7 @@ def merge_part(
     part.state = new_state
     if new_state is PartState.SUCCEEDED:
         part.images = list(result.images)
+        part.service = result.service
     elif new_state is PartState.FAILED:
         part.error = JobError(
             code=result.error_code or "provider_error",

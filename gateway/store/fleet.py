@@ -4,49 +4,55 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from gateway.store import keys
 from gateway.store.connect import Store
-from routing.load import Slot
+from routing.load import Reserved, Slot
+from routing.router import Offer, Outcome, parse_slot
 
 # Slowdowns show first through jobs running past their expected end (routing.load
 # .overshoot); the average itself can stay steady (the benchmark measured 0.2 recovering
 # faster with that signal than 0.5: bench/results/routing.json, experiments).
 SPEED_ALPHA = 0.2
+# Service intervals kept per backend for its learned parallelism: enough that a busy spell
+# among the last few dozen jobs shows how many ran at once.
+SERVICE_WINDOW = 48
+HEAD_DEFAULT = 4  # reservations read in start order when the caller does not say
 
 
 def parse_member(raw: bytes | str) -> Slot | None:
     """A member written by routing.router.member: track~work~started_ms~expected_end_ms."""
-    text = raw.decode() if isinstance(raw, bytes) else raw
-    parts = text.split("~")
-    if len(parts) != 4:
-        return None
-    try:
-        return Slot(
-            work=float(parts[1]),
-            started=int(parts[2]) / 1000,
-            expected_end=int(parts[3]) / 1000,
-            track=parts[0],
-        )
-    except ValueError:
-        return None
+    return parse_slot(raw.decode() if isinstance(raw, bytes) else raw)
+
+
+def parse_state(reply: Sequence[Any]) -> Reserved:
+    """A script's {count, work, version, head} for one backend."""
+    count, work, version, head = reply
+    return Reserved(
+        head=[s for s in map(parse_member, head) if s is not None],
+        count=int(count),
+        work=max(0.0, float(work)) if int(count) else 0.0,
+        version=int(version),
+    )
 
 
 @dataclass(frozen=True)
 class BackendRecord:
     """One backend's shared state as read from the store."""
 
-    slots: list[Slot] = field(default_factory=list)
+    reserved: Reserved = field(default_factory=Reserved)
     failures: int = 0
     ejections: int = 0
     ejected_until: float = 0.0  # epoch seconds
     cooldown_until: float = 0.0
     drained: bool = False
     seconds_per_unit: float | None = None
+    parallelism: int | None = None  # learned from service intervals
 
     @property
     def in_flight(self) -> int:
-        return len(self.slots)
+        return self.reserved.count
 
 
 @dataclass(frozen=True)
@@ -59,33 +65,41 @@ def _flat(pairs: Sequence[bytes]) -> dict[str, str]:
     return {pairs[i].decode(): pairs[i + 1].decode() for i in range(0, len(pairs), 2)}
 
 
+def _load_keys(backend: str) -> list[str]:
+    return [
+        keys.reservations(backend),
+        keys.reservation_starts(backend),
+        keys.reservation_load(backend),
+    ]
+
+
 class FleetStore:
     def __init__(self, store: Store, backends: Sequence[str]) -> None:
         self._store = store
         self._names = list(backends)
-        self._health_keys = [keys.health(b) for b in self._names]
 
-    async def reserve(
-        self, candidates: Sequence[tuple[str, int, Sequence[str]]], lease: float
-    ) -> tuple[str | None, dict[str, int]]:
-        """Reserve the given members on the first candidate (name, capacity, members) with room.
-
-        Returns the chosen backend (or None) and the in-flight counts seen on the way.
-        """
+    async def reserve(self, offers: Sequence[Offer], lease: float) -> Outcome:
+        """Reserve on the first offer with room, unless an offer's load changed since its
+        version was read (then nothing is reserved: the caller decides again)."""
         args: list[str | int] = [int(lease * 1000)]
-        for _, capacity, members in candidates:
-            args += [capacity, len(members), *members]
+        for offer in offers:
+            args += [offer.capacity, len(offer.members), offer.version, offer.head]
+            args += offer.members
         reply = await self._store.run(
-            "RESERVE", [keys.reservations(name) for name, _, _ in candidates], args
+            "RESERVE", [k for o in offers for k in _load_keys(o.backend)], args
         )
-        chosen_index = int(reply[0])
-        seen = {candidates[i][0]: int(n) for i, n in enumerate(reply[1:])}
-        chosen = candidates[chosen_index - 1][0] if chosen_index else None
-        return chosen, seen
+        status, index = int(reply[0]), int(reply[1])
+        loads = {offers[i].backend: parse_state(st) for i, st in enumerate(reply[2:])}
+        name = offers[index - 1].backend if index else None
+        return Outcome(
+            chosen=name if status == 1 else None,
+            changed=name if status == 2 else None,
+            loads=loads,
+        )
 
-    async def release(self, backend: str, members: Sequence[str]) -> None:
-        if members:
-            await self._store.redis.zrem(keys.reservations(backend), *members)
+    async def release(self, backend: str, members: Sequence[str], head: int) -> Reserved:
+        reply = await self._store.run("RELEASE", _load_keys(backend), [head, *members])
+        return parse_state(reply)
 
     async def renew(self, held: Mapping[str, Sequence[str]], lease: float) -> dict[str, list[str]]:
         """Extend the leases of `held` members; returns those no longer reserved."""
@@ -102,24 +116,32 @@ class FleetStore:
             if missing
         }
 
-    async def snapshot(self) -> Snapshot:
+    async def snapshot(self, heads: Mapping[str, int] | None = None) -> Snapshot:
+        """Every backend's aggregates and its first `heads[name]` reservations."""
+        heads = heads or {}
         reply = await self._store.run(
             "SNAPSHOT",
-            [*(keys.reservations(b) for b in self._names), *self._health_keys, keys.speeds()],
-            [],
+            [
+                *(k for b in self._names for k in (*_load_keys(b), keys.health(b))),
+                keys.speeds(),
+                keys.parallelism(),
+            ],
+            [heads.get(b, HEAD_DEFAULT) for b in self._names],
         )
         speeds = {k: float(v) for k, v in _flat(reply[1]).items()}
+        learned = {k: int(v) for k, v in _flat(reply[2]).items()}
         backends = {}
         for i, name in enumerate(self._names):
-            members, health = reply[2 + 2 * i], _flat(reply[3 + 2 * i])
+            state, health = reply[3 + 2 * i], _flat(reply[4 + 2 * i])
             backends[name] = BackendRecord(
-                slots=[s for s in map(parse_member, members) if s is not None],
+                reserved=parse_state(state),
                 failures=int(health.get("failures", 0)),
                 ejections=int(health.get("ejections", 0)),
                 ejected_until=float(health.get("ejected_until", 0)) / 1000,
                 cooldown_until=float(health.get("cooldown_until", 0)) / 1000,
                 drained=health.get("drained") == "1",
                 seconds_per_unit=speeds.get(name),
+                parallelism=learned.get(name) or None,
             )
         return Snapshot(server_time=int(reply[0]) / 1000, backends=backends)
 
@@ -129,7 +151,7 @@ class FleetStore:
         """Count a failure; returns the ejection end (epoch seconds) if this ejected it."""
         ejected, value = await self._store.run(
             "RECORD_FAILURE",
-            [keys.health(backend), *self._health_keys],
+            [keys.health(backend), *(keys.health(b) for b in self._names)],
             [threshold, int(base * 1000), int(maximum * 1000), max_share],
         )
         return int(value) / 1000 if int(ejected) else None
@@ -141,11 +163,32 @@ class FleetStore:
         until = await self._store.run("COOL_DOWN", [keys.health(backend)], [int(seconds * 1000)])
         return int(until) / 1000
 
-    async def learn_speed(self, backend: str, seconds_per_unit: float) -> float:
-        value = await self._store.run(
-            "LEARN_SPEED", [keys.speeds()], [backend, f"{seconds_per_unit:.6g}", SPEED_ALPHA]
+    async def learn(
+        self,
+        backend: str,
+        seconds_per_unit: float | None,
+        service: tuple[float, float] | None,
+        tag: str,
+    ) -> tuple[float | None, int | None]:
+        """Fold one completion into the backend's speed and (given the provider's service
+        interval, epoch s) its learned parallelism; returns both as now stored."""
+        start, end = (
+            (f"{int(service[0] * 1000)}", f"{int(service[1] * 1000)}") if service else ("", "")
         )
-        return float(value)
+        speed, parallel = await self._store.run(
+            "LEARN",
+            [keys.speeds(), keys.parallelism(), keys.service_times(backend)],
+            [
+                backend,
+                "" if seconds_per_unit is None else f"{seconds_per_unit:.6g}",
+                SPEED_ALPHA,
+                start,
+                end,
+                SERVICE_WINDOW,
+                tag,
+            ],
+        )
+        return (float(speed) if speed else None, int(parallel) if parallel else None)
 
     async def set_drained(self, backend: str, drained: bool) -> None:
         await self._store.redis.hset(keys.health(backend), "drained", "1" if drained else "0")

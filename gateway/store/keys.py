@@ -59,6 +59,25 @@ def reservations(backend: str) -> str:
     return f"{PREFIX}:{{fleet}}:res:{backend}"
 
 
+def reservation_starts(backend: str) -> str:
+    """The same members scored by start time: the order the backend serves them in."""
+    return f"{PREFIX}:{{fleet}}:start:{backend}"
+
+
+def reservation_load(backend: str) -> str:
+    """Aggregates of the reservations: version and total work."""
+    return f"{PREFIX}:{{fleet}}:load:{backend}"
+
+
+def service_times(backend: str) -> str:
+    """Recent service intervals the backend reported, for its learned parallelism."""
+    return f"{PREFIX}:{{fleet}}:service:{backend}"
+
+
+def parallelism() -> str:
+    return f"{PREFIX}:{{fleet}}:parallelism"
+
+
 def health(backend: str) -> str:
     return f"{PREFIX}:{{fleet}}:health:{backend}"
 

@@ -92,43 +92,125 @@ local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 """
 
-# KEYS: reservation sets of the candidates, in preference order. ARGV: lease_ms, then per
-# candidate: cap, need, and `need` members. Expired leases are dropped first.
-# Returns {index (1-based, 0 if none had room), in-flight per candidate checked...}.
+# A backend's reservations live in three keys: `res` (member -> lease expiry), `start`
+# (member -> start ms: the order they are served in) and `load` (hash: `v` version, bumped by
+# every change, and `w` total work), so routing reads aggregates and the first few members
+# in start order: O(parallelism) per backend, never O(jobs in flight). A member is
+# `track~work~started_ms~expected_end_ms` (routing.router.member).
+_LOAD = """
+local function work_of(m)
+  return tonumber(string.match(m, '^[^~]*~([^~]*)~')) or 0
+end
+local function started_of(m)
+  return tonumber(string.match(m, '^[^~]*~[^~]*~([^~]*)~')) or 0
+end
+local function expire(res, start, load)
+  local gone = redis.call('ZRANGEBYSCORE', res, '-inf', now)
+  if #gone == 0 then return end
+  local w = 0
+  for _, m in ipairs(gone) do
+    redis.call('ZREM', start, m)
+    w = w + work_of(m)
+  end
+  redis.call('ZREMRANGEBYSCORE', res, '-inf', now)
+  redis.call('HINCRBYFLOAT', load, 'w', -w)
+  redis.call('HINCRBY', load, 'v', 1)
+end
+local function settle(res, load)
+  if redis.call('ZCARD', res) == 0 then redis.call('HSET', load, 'w', 0) end
+end
+local function state(res, start, load, k)
+  local h = redis.call('HMGET', load, 'v', 'w')
+  local head = {}
+  if k > 0 then head = redis.call('ZRANGE', start, 0, k - 1) end
+  return {redis.call('ZCARD', res), h[2] or '0', tonumber(h[1] or '0'), head}
+end
+"""
+
+# KEYS: per candidate (preference order) its res, start and load keys. ARGV: lease_ms, then
+# per candidate: cap, need, version (-1: do not check), head (members to read back), and
+# `need` members. Stops at a candidate whose version differs from the one the choice was
+# made on (its load changed since: the caller re-decides on the fresh state), else reserves
+# on the first with room. Returns {status (1 reserved, 2 changed, 0 none had room), index,
+# then per candidate looked at: {count, work, version, head}}.
 RESERVE = (
     _NOW
+    + _LOAD
     + """
 local expires = now + tonumber(ARGV[1])
 local pos = 2
-local out = {0}
-for i, key in ipairs(KEYS) do
+local out = {0, 0}
+for i = 1, #KEYS / 3 do
+  local res, start, load = KEYS[3 * i - 2], KEYS[3 * i - 1], KEYS[3 * i]
   local cap, need = tonumber(ARGV[pos]), tonumber(ARGV[pos + 1])
-  redis.call('ZREMRANGEBYSCORE', key, '-inf', now)
-  local used = redis.call('ZCARD', key)
-  if used + need <= cap then
-    for j = 1, need do redis.call('ZADD', key, expires, ARGV[pos + 1 + j]) end
-    out[1] = i
-    out[#out + 1] = used + need
+  local version, k = tonumber(ARGV[pos + 2]), tonumber(ARGV[pos + 3])
+  expire(res, start, load)
+  settle(res, load)
+  local v = tonumber(redis.call('HGET', load, 'v') or '0')
+  if version >= 0 and version ~= v then
+    out[1], out[2] = 2, i
+    out[#out + 1] = state(res, start, load, k)
     return out
   end
-  out[#out + 1] = used
-  pos = pos + 2 + need
+  if redis.call('ZCARD', res) + need <= cap then
+    local w = 0
+    for j = 1, need do
+      local m = ARGV[pos + 3 + j]
+      redis.call('ZADD', res, expires, m)
+      redis.call('ZADD', start, started_of(m), m)
+      w = w + work_of(m)
+    end
+    redis.call('HINCRBYFLOAT', load, 'w', w)
+    redis.call('HINCRBY', load, 'v', 1)
+    out[1], out[2] = 1, i
+    out[#out + 1] = state(res, start, load, k)
+    return out
+  end
+  out[#out + 1] = state(res, start, load, k)
+  pos = pos + 4 + need
 end
 return out
 """
 )
 
-# KEYS: reservation sets, then health hashes (same order), then the speed hash.
-# Returns {server_now_ms, speeds (flat), then per backend: members, health (flat)}.
+# KEYS: res, start, load of one backend. ARGV: head, then members. Returns its state.
+RELEASE = (
+    _NOW
+    + _LOAD
+    + """
+local w, removed = 0, 0
+for i = 2, #ARGV do
+  if redis.call('ZREM', KEYS[1], ARGV[i]) == 1 then
+    redis.call('ZREM', KEYS[2], ARGV[i])
+    w = w + work_of(ARGV[i])
+    removed = removed + 1
+  end
+end
+if removed > 0 then
+  redis.call('HINCRBYFLOAT', KEYS[3], 'w', -w)
+  redis.call('HINCRBY', KEYS[3], 'v', 1)
+  settle(KEYS[1], KEYS[3])
+end
+return state(KEYS[1], KEYS[2], KEYS[3], tonumber(ARGV[1]))
+"""
+)
+
+# KEYS: per backend res, start, load, health; then the speed hash and the learned
+# parallelism hash. ARGV: per backend, how many members to read in start order.
+# Returns {server_now_ms, speeds (flat), parallelism (flat), then per backend:
+# {count, work, version, head}, health (flat)}.
 SNAPSHOT = (
     _NOW
+    + _LOAD
     + """
-local n = (#KEYS - 1) / 2
-local out = {now, redis.call('HGETALL', KEYS[#KEYS])}
+local n = (#KEYS - 2) / 4
+local out = {now, redis.call('HGETALL', KEYS[#KEYS - 1]), redis.call('HGETALL', KEYS[#KEYS])}
 for i = 1, n do
-  redis.call('ZREMRANGEBYSCORE', KEYS[i], '-inf', now)
-  out[#out + 1] = redis.call('ZRANGE', KEYS[i], 0, -1)
-  out[#out + 1] = redis.call('HGETALL', KEYS[n + i])
+  local res, start, load = KEYS[4 * i - 3], KEYS[4 * i - 2], KEYS[4 * i - 1]
+  expire(res, start, load)
+  settle(res, load)
+  out[#out + 1] = state(res, start, load, tonumber(ARGV[i]))
+  out[#out + 1] = redis.call('HGETALL', KEYS[4 * i])
 end
 return out
 """
@@ -225,16 +307,49 @@ return until_ms
 """
 )
 
-# KEYS: the speed hash. ARGV: backend, observed seconds per unit, alpha. A bounded EWMA.
-LEARN_SPEED = """
-local old = tonumber(redis.call('HGET', KEYS[1], ARGV[1]) or '')
-local seen, alpha = tonumber(ARGV[2]), tonumber(ARGV[3])
-local value = seen
-if old then
-  value = (1 - alpha) * old + alpha * math.min(math.max(seen, old / 4), old * 4)
+# KEYS: the speed hash, the learned parallelism hash, the backend's recent service
+# intervals. ARGV: backend, observed seconds per unit ('' if none), alpha, service start and
+# end ms ('' if the provider did not say), window (intervals kept), a unique tag. Speed is
+# a bounded EWMA; parallelism is how many of the recent intervals run at once, counted at
+# each interval's midpoint, upper quartile (routing.load.peak_overlap).
+# Returns {speed or false, parallelism or false}.
+LEARN = """
+local out = {false, false}
+local seen = tonumber(ARGV[2])
+if seen then
+  local old = tonumber(redis.call('HGET', KEYS[1], ARGV[1]) or '')
+  local alpha = tonumber(ARGV[3])
+  local value = seen
+  if old then
+    value = (1 - alpha) * old + alpha * math.min(math.max(seen, old / 4), old * 4)
+  end
+  redis.call('HSET', KEYS[1], ARGV[1], value)
+  out[1] = tostring(value)
 end
-redis.call('HSET', KEYS[1], ARGV[1], value)
-return tostring(value)
+local s, e = tonumber(ARGV[4]), tonumber(ARGV[5])
+if s and e and e > s then
+  redis.call('ZADD', KEYS[3], e, s .. ':' .. e .. ':' .. ARGV[7])
+  redis.call('ZREMRANGEBYRANK', KEYS[3], 0, -tonumber(ARGV[6]) - 1)
+  local spans = {}
+  for _, m in ipairs(redis.call('ZRANGE', KEYS[3], 0, -1)) do
+    local a, b = string.match(m, '^([^:]+):([^:]+):')
+    spans[#spans + 1] = {tonumber(a), tonumber(b)}
+  end
+  local counts = {}
+  for _, x in ipairs(spans) do
+    local mid = (x[1] + x[2]) / 2
+    local count = 0
+    for _, y in ipairs(spans) do
+      if y[1] <= mid and mid < y[2] then count = count + 1 end
+    end
+    counts[#counts + 1] = count
+  end
+  table.sort(counts, function(a, b) return a > b end)
+  local best = counts[math.floor(#counts / 4) + 1]
+  redis.call('HSET', KEYS[2], ARGV[1], best)
+  out[2] = best
+end
+return out
 """
 
 # The gateway queue: priority classes, then weighted start-time fair queuing (SFQ) across

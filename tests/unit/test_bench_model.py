@@ -12,7 +12,7 @@ from bench.modelrouting import SimLedger, run_sync
 from bench.placers import placer_factory, run_model
 from bench.stats import percentile, recovery, windows
 from gateway.store.fleet import SPEED_ALPHA
-from routing.load import REFERENCE_WORK, ewma
+from routing.load import REFERENCE_WORK, ewma, peak_overlap
 
 FAST = BackendSpec("fast", 1.0, 1, 2)
 SLOW = BackendSpec("slow", 4.0, 1, 1)
@@ -99,8 +99,17 @@ def test_a_dead_backend_fails_its_jobs_at_their_deadline_and_loses_none() -> Non
 
 def test_ledger_learning_is_the_stores_ewma() -> None:
     ledger = SimLedger(lambda: 0.0, ["b"])
-    assert run_sync(ledger.learn_speed("b", 1.0)) == 1.0
-    assert run_sync(ledger.learn_speed("b", 100.0)) == ewma(1.0, 100.0, SPEED_ALPHA)
+    assert run_sync(ledger.learn("b", 1.0, None, "1")) == (1.0, None)
+    assert run_sync(ledger.learn("b", 100.0, None, "2"))[0] == ewma(1.0, 100.0, SPEED_ALPHA)
+
+
+def test_ledger_learns_parallelism_from_overlapping_service_times() -> None:
+    ledger = SimLedger(lambda: 0.0, ["b"])
+    # Two workers: pairs of jobs run side by side, one after another.
+    spans = [(t, t + 1.0) for t in range(10) for _ in range(2)]
+    learned = [run_sync(ledger.learn("b", None, s, str(i)))[1] for i, s in enumerate(spans)]
+    assert learned[-1] == 2
+    assert peak_overlap([(0.0, 1.0), (0.98, 2.0)]) == 1  # a late callback is not overlap
 
 
 def test_run_sync_refuses_a_coroutine_that_waits() -> None:

@@ -13,7 +13,7 @@ from adapters.base import Target
 from adapters.modelslab import FACTORY
 from adapters.normalized import GenerationRequest
 from routing.backends import Backend, Candidate
-from routing.load import Slot, expected_completion, remaining_work
+from routing.load import Reserved, Slot, expected_completion, remaining_work, start_delay
 from routing.policies import make_policy
 from routing.view import FleetView
 
@@ -47,22 +47,39 @@ def test_backlog_on_the_fast_backend_sends_work_to_the_slower_idle_one() -> None
     caps = {"slow": 1, "fast": 1}
     fleet = view(caps, {"slow": 1.0, "fast": 0.5})
     now = time.time()
-    fleet.states["fast"].slots = [Slot(work=7.86, started=now), Slot(work=7.86, started=now)]
+    fleet.note_reserved(
+        "fast", Reserved.of([Slot(7.86, now, track="a"), Slot(7.86, now, track="b")])
+    )
     order = make_policy("least_loaded", random.Random(1)).order(candidates(caps), fleet)
     assert order[0].backend.name == "slow"
 
 
-def test_load_model_formula() -> None:
-    # Idle: a job's own service time. Busy: the backlog shared by the parallel slots.
-    assert expected_completion(10, seconds_per_unit=0.5, parallelism=4, backlog=0) == 5
-    assert expected_completion(10, seconds_per_unit=0.5, parallelism=1, backlog=30) == 20
-    assert (
-        expected_completion(10, seconds_per_unit=1, parallelism=1, backlog=0, reported_wait=3) == 13
-    )
+def test_load_model_is_the_per_slot_fifo() -> None:
     now = 1000.0
+
+    def completion(slots: list[Slot], parallelism: int, **kw: float) -> float:
+        return expected_completion(
+            10, seconds_per_unit=1.0, parallelism=parallelism, reserved=Reserved.of(slots),
+            now=now, **kw,
+        )  # fmt: skip
+
+    # Idle: the job's own service time; idle workers beside a busy one change nothing.
+    assert completion([], 4) == 10
+    assert completion([Slot(10, now - 4)], 4) == 10
+    # One worker busy 6 s more, then the job: 16 s; with another reported second, 17.
+    assert completion([Slot(10, now - 4)], 1) == 16
+    assert completion([Slot(10, now - 4)], 1, reported_wait=1) == 17
+    # Two in service (6 s and 9 s left), one of 10 waiting: it takes the worker free at 6,
+    # the new job the one free at 9: 19 s (water-filling puts it at 12.5 + 10).
     slots = [Slot(10, now - 4), Slot(10, now - 1), Slot(10, now)]
-    # Two in service (4 s and 1 s done at 1 s/unit), one waiting.
-    assert remaining_work(slots, 1.0, 2, now) == pytest.approx(6 + 9 + 10)
+    assert completion(slots, 2) == pytest.approx(22.5)
+    assert remaining_work(Reserved.of(slots), 1.0, 2, now) == pytest.approx(6 + 9 + 10)
+    # Work the gateway queue holds for the backend counts like work queued there.
+    assert completion(slots[:2], 2, ahead=10) == pytest.approx(22.5)
+    # Aggregates: all the waiting work counts, only the first `parallelism` are looked at.
+    many = Reserved.of([Slot(1, now + i) for i in range(100_000)])
+    assert completion(many.head, 1) == pytest.approx(1 + 99_999 + 10)
+    assert start_delay([1.0, 3.0], 4.0, 2) == 4.0
 
 
 def test_unknown_speed_borrows_the_fleet_median() -> None:

@@ -36,12 +36,21 @@ SCRIPT_KEYS = {
         keys.dead_letters(SHARD, "acme"),
     ],
     "PROMOTE_RETRIES": [keys.retries(SHARD), keys.deliveries(SHARD)],
-    "RESERVE": [keys.reservations(b) for b in ("a", "b", "gpu-7")],
+    "RESERVE": [
+        k
+        for b in ("a", "b", "gpu-7")
+        for k in (keys.reservations(b), keys.reservation_starts(b), keys.reservation_load(b))
+    ],
+    "RELEASE": [keys.reservations("a"), keys.reservation_starts("a"), keys.reservation_load("a")],
     "SNAPSHOT": [
         *(keys.reservations(b) for b in ("a", "b")),
+        *(keys.reservation_starts(b) for b in ("a", "b")),
+        *(keys.reservation_load(b) for b in ("a", "b")),
         *(keys.health(b) for b in ("a", "b")),
         keys.speeds(),
+        keys.parallelism(),
     ],
+    "LEARN": [keys.speeds(), keys.parallelism(), keys.service_times("gpu-7")],
     "RENEW": [keys.reservations(b) for b in ("a", "b")],
     "QUEUE_PUSH": [keys.queue(), keys.queue_tenants(), keys.queue_clocks()],
     "QUEUE_POP": [keys.queue(), keys.queue_clocks()],
