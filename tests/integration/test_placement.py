@@ -1,0 +1,103 @@
+"""Issue 9: placement across instances and learned parallelism, through real HTTP and Redis."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from typing import Any
+
+import redis.asyncio as aioredis
+
+from gateway.store import keys
+from routing.load import REFERENCE_WORK
+from tests.conftest import Gateway, Simulator
+from tests.helpers import ADMIN_KEY, AUTH, backend, eventually
+
+# Seconds per reference image and jobs at once. Jobs take tens of seconds there, so none
+# ends while the burst is placed; the gateway is told the same speeds through the shared
+# ledger, as if it had learned them.
+FLEET = {"a": (20.0, 2), "b": (34.0, 2), "c": (46.0, 1), "d": (62.0, 1)}
+ADMIN = {"Authorization": f"Bearer {ADMIN_KEY}"}
+
+
+async def _fleet(redis_url: str, simulator: Simulator) -> list[dict[str, Any]]:
+    client = aioredis.from_url(redis_url)
+    await client.hset(  # type: ignore[misc]
+        keys.speeds(), mapping={n: s / REFERENCE_WORK for n, (s, _) in FLEET.items()}
+    )
+    await client.aclose()
+    out = []
+    for name, (speed, parallel) in FLEET.items():
+        base, _ = await simulator(speed=speed, concurrency=parallel)
+        out.append(backend(name, base, parallelism=parallel, max_concurrency=None))
+    return out
+
+
+async def _placed(client: Any, ids: list[str]) -> Counter[str]:
+    placed: Counter[str] = Counter()
+    for job_id in ids:
+        job = await (await client.get(f"/v1/generations/{job_id}", headers=AUTH)).json()
+        placed[job.get("backend") or "queued"] += 1
+    return placed
+
+
+async def test_simultaneous_burst_on_two_instances_places_like_one_sequential_decider(
+    redis_url: str, simulator: Simulator, gateway: Gateway
+) -> None:
+    slots = sum(p for _, p in FLEET.values())
+    # Reference-sized jobs: what each backend answers as its eta is what the gateway expects.
+    bodies = [
+        {"prompt": f"job {n}", "width": 512, "height": 512, "steps": 30} for n in range(2 * slots)
+    ]
+
+    one = await gateway(redis_url, await _fleet(redis_url, simulator))
+    ids = []
+    for body in bodies:  # one decider, one job after another
+        ids.append(
+            (await (await one.post("/v1/generations", json=body, headers=AUTH)).json())["id"]
+        )
+    sequential = await _placed(one, ids)
+    await one.close()
+
+    flush = aioredis.from_url(redis_url)
+    await flush.flushdb()
+    await flush.aclose()
+    fleet = await _fleet(redis_url, simulator)
+    a, b = await gateway(redis_url, fleet), await gateway(redis_url, fleet)
+    answers = await asyncio.gather(
+        *((a if n % 2 else b).post("/v1/generations", json=body, headers=AUTH)
+          for n, body in enumerate(bodies))
+    )  # fmt: skip
+    burst = await _placed(a, [(await r.json())["id"] for r in answers])
+
+    assert sequential["a"] > sequential["d"]  # the fleet is heterogeneous and it shows
+    for name in [*FLEET, "queued"]:
+        assert abs(burst[name] - sequential[name]) <= 1, (dict(burst), dict(sequential))
+
+
+async def test_parallelism_is_learned_from_overlapping_service_times(
+    redis_url: str, simulator: Simulator, gateway: Gateway
+) -> None:
+    # An enterprise server that runs two at once; the config says neither how many it runs
+    # nor how many it accepts.
+    base, _ = await simulator(speed=0.15, concurrency=2, enterprise=True)
+    gpu = backend("gpu", base, max_concurrency=None, options={"enterprise": True})
+    client = await gateway(redis_url, [gpu])
+    answers = await asyncio.gather(
+        *(client.post("/v1/generations", json={"prompt": f"{n}", "steps": 31}, headers=AUTH)
+          for n in range(60))
+    )  # fmt: skip
+    ids = [(await r.json())["id"] for r in answers]
+
+    async def done() -> bool:
+        for job_id in ids:
+            job = await (await client.get(f"/v1/generations/{job_id}", headers=AUTH)).json()
+            if job["status"] != "succeeded":
+                return False
+        return True
+
+    await eventually(done, timeout=30)
+    seen = (await (await client.get("/v1/backends", headers=ADMIN)).json())["backends"][0]
+    assert seen["parallelism_learned"] == 2
+    assert seen["parallelism"] == 2
+    assert seen["capacity"] == 4  # no hard limit: twice what it runs at once
