@@ -99,19 +99,21 @@ class Dispatcher:
             track_id=track,
         )
 
+    async def eligible(self, record: JobRecord) -> Eligible:
+        """Which backends could serve the job's stored request (and with which plan)."""
+        request = GenerationRequest.model_validate(
+            record.request, context={"allow_http": self._settings.outbound.allow_http}
+        )
+        if self._evaluate is not None:
+            return await self._evaluate(record.tenant, request)
+        return self._eligibility.evaluate(record.tenant, request)
+
     async def dispatch(self, current: Versioned, eligible: Eligible | None = None) -> Dispatched:
         record = current.record
         if record.status is not JobStatus.QUEUED or record.request is None:
             return Dispatched(current, placed=True)
         if eligible is None:
-            request = GenerationRequest.model_validate(
-                record.request, context={"allow_http": self._settings.outbound.allow_http}
-            )
-            eligible = (
-                await self._evaluate(record.tenant, request)
-                if self._evaluate is not None
-                else self._eligibility.evaluate(record.tenant, request)
-            )
+            eligible = await self.eligible(record)
         if not eligible.candidates:
             saved = await self._give_up(
                 record.id, [], record.next_track, "no_eligible_backend",

@@ -17,7 +17,6 @@ from adapters.base import ProviderResult, ResultState
 from adapters.errors import ProviderBadAnswer, ProviderError
 from gateway.background import Background
 from gateway.config import Settings
-from gateway.dispatch import Dispatcher
 from gateway.jobs import transitions
 from gateway.jobs.model import JobRecord, JobStatus, utcnow
 from gateway.jobs.updater import Change, JobUpdater, Mutation
@@ -43,7 +42,6 @@ class Poller:
         jobs: JobStore,
         schedules: Schedules,
         updater: JobUpdater,
-        dispatcher: Dispatcher,
         queue: GatewayQueue,
         router: Router,
         backends: Mapping[str, Backend],
@@ -55,7 +53,6 @@ class Poller:
         self._jobs = jobs
         self._schedules = schedules
         self._updater = updater
-        self._dispatcher = dispatcher
         self._queue = queue
         self._router = router
         self._backends = backends
@@ -132,15 +129,18 @@ class Poller:
             )
 
     async def _queued(self, current: Versioned) -> None:
-        """A queued job is due: still in line, or it lost its place (a crash) and needs one."""
+        """A queued job is due: still in line, or it lost its place (a crash) and needs one.
+
+        It is put back in line rather than dispatched here: a queue runner may hold it
+        popped right now (it waits there for the backend that suits it), and two dispatches
+        of one job would reserve twice. A stale entry for a job placed meanwhile is dropped
+        by the runner when it sees the job is no longer queued.
+        """
         job_id, tenant = current.record.id, current.record.tenant
         priority = current.record.priority
-        if await self._queue.contains(job_id):
-            await self._schedules.schedule_poll(job_id, time.time() + self._lease)
-            return
-        dispatched = await self._dispatcher.dispatch(current)
-        if not dispatched.placed:
+        if not await self._queue.contains(job_id):
             await self._queue.push(job_id, tenant, priority, force=True)
+        await self._schedules.schedule_poll(job_id, time.time() + self._lease)
 
     async def _resubmit_lost(self, job_id: str, backend: Backend) -> None:
         """Polling proved the provider lost the job: free its slots and queue it again."""

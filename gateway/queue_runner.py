@@ -18,7 +18,6 @@ from collections.abc import Mapping
 
 import structlog
 
-from adapters.normalized import GenerationRequest
 from gateway.dispatch import Dispatcher
 from gateway.jobs.model import JobStatus
 from gateway.store.jobs import JobStore, Versioned
@@ -26,12 +25,15 @@ from gateway.store.queue import GatewayQueue
 from observability.logging import get_logger
 from observability.metrics import Metrics
 from routing.backends import Backend
-from routing.eligibility import Eligibility, Eligible
+from routing.eligibility import Eligible
 from routing.view import FleetView
 
 log = get_logger(__name__)
 
 TICK = 0.25
+# While jobs wait for a backend that is full, look again this often: a slot can free on
+# another instance before its release is visible here (the job's end is published first).
+HOLD_TICK = 0.05
 LOOK_AHEAD = 8  # queued jobs considered for the slots that freed up
 KNOWN = 4096  # eligibility remembered per queued job (its request does not change)
 
@@ -43,23 +45,20 @@ class QueueRunner:
         queue: GatewayQueue,
         jobs: JobStore,
         dispatcher: Dispatcher,
-        eligibility: Eligibility,
         backends: Mapping[str, Backend],
         view: FleetView,
         metrics: Metrics,
-        allow_http: bool = False,
     ) -> None:
         self._queue = queue
         self._jobs = jobs
         self._dispatcher = dispatcher
-        self._eligibility = eligibility
         self._backends = backends
         self._view = view
         self._metrics = metrics
-        self._allow_http = allow_http
         self._wake = asyncio.Event()
         self._stopping = False
         self._known: OrderedDict[str, Eligible] = OrderedDict()
+        self._holding = False
 
     def wake(self) -> None:
         self._wake.set()
@@ -80,7 +79,7 @@ class QueueRunner:
     async def run(self) -> None:
         while not self._stopping:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), TICK)
+                await asyncio.wait_for(self._wake.wait(), HOLD_TICK if self._holding else TICK)
             self._wake.clear()
             if self._stopping:
                 return
@@ -91,6 +90,7 @@ class QueueRunner:
     async def drain(self) -> int:
         """Dispatch queued jobs while there is room; returns how many were placed."""
         placed = 0
+        self._holding = False
         while self._room() > 0 and not self._stopping:
             batch = await self._queue.pop(LOOK_AHEAD)
             if not batch:
@@ -106,6 +106,7 @@ class QueueRunner:
             await self._queue.put_back(waiting)
             placed += len(batch) - len(waiting)
             if waiting:
+                self._holding = True
                 break  # the rest wait behind these
         return placed
 
@@ -116,7 +117,7 @@ class QueueRunner:
             return True
         try:
             with structlog.contextvars.bound_contextvars(job_id=job_id):
-                dispatched = await self._dispatcher.dispatch(current, self._eligible(current))
+                dispatched = await self._dispatcher.dispatch(current, await self._eligible(current))
         except Exception:
             log.exception("queued_dispatch_failed", job_id=job_id)
             return False
@@ -124,14 +125,11 @@ class QueueRunner:
             self._known.pop(job_id, None)
         return dispatched.placed
 
-    def _eligible(self, current: Versioned) -> Eligible | None:
+    async def _eligible(self, current: Versioned) -> Eligible | None:
         record = current.record
         known = self._known.get(record.id)
         if known is None and record.request is not None:
-            request = GenerationRequest.model_validate(
-                record.request, context={"allow_http": self._allow_http}
-            )
-            known = self._eligibility.evaluate(record.tenant, request)
+            known = await self._dispatcher.eligible(record)
             self._known[record.id] = known
             while len(self._known) > KNOWN:
                 self._known.popitem(last=False)

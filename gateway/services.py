@@ -244,11 +244,9 @@ async def build_services(
         queue=queue,
         jobs=jobs,
         dispatcher=dispatcher,
-        eligibility=eligibility,
         backends=backends,
         view=view,
         metrics=metrics,
-        allow_http=settings.outbound.allow_http,
     )
     runner_ref.append(runner)
     # A job ending on any instance frees a slot somewhere: look at the queue.
@@ -279,7 +277,6 @@ async def build_services(
             jobs=jobs,
             schedules=schedules,
             updater=updater,
-            dispatcher=dispatcher,
             queue=queue,
             router=router,
             backends=backends,
