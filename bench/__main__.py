@@ -1,5 +1,10 @@
-"""`python -m bench [routing|overhead]`: the routing benchmark (bench/routing.py, the default)
-or the overhead benchmark (bench/overhead.py); `--help` after either for its options."""
+"""`python -m bench [routing|overhead]`: the routing benchmark (the default) or the overhead
+benchmark (bench/overhead.py); `--help` after either for its options.
+
+Routing's default parts: issue 9's grid (`grid`: the model over every fleet x config x load;
+`live`: real processes, two instances, the acceptance cells). The earlier benchmark's parts
+(`model`, `admission`, `failure`, `experiments`, `live1`) stay available. Results are merged
+into bench/results/routing.json (parts not run keep their last figures)."""
 
 from __future__ import annotations
 
@@ -13,18 +18,25 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench import fleet, routing
+from bench import fleet, gridreport, gridrun, routing
+from bench.grid import LIVE_SCALE
 from bench.placers import ORACLE
 from bench.report import plot, table
 
-PARTS = ("model", "admission", "failure", "experiments", "live")
+PARTS = ("grid", "live", "model", "admission", "failure", "experiments", "live1")
+DEFAULT_PARTS = "grid,live"
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def _args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
-    parser.add_argument("--quick", action="store_true", help="a short smoke run (~3 min)")
-    parser.add_argument("--parts", default=",".join(PARTS), help=f"comma list of {PARTS}")
+    parser.add_argument("--quick", action="store_true", help="a short smoke run")
+    parser.add_argument("--parts", default=DEFAULT_PARTS, help=f"comma list of {PARTS}")
+    parser.add_argument("--grid-jobs", type=int, help="model jobs per grid cell (default 4000)")
+    parser.add_argument(
+        "--live-every-cell", action="store_true", help="live: every fleet x config x load"
+    )
+    parser.add_argument("--grid-scale", type=float, default=LIVE_SCALE, help="live grid time scale")
     parser.add_argument("--seeds", type=int, help="model seeds per load x policy (default 5)")
     parser.add_argument("--jobs", type=int, help="model jobs per run (default 20000)")
     parser.add_argument("--failure-seeds", type=int, help="failure-scenario seeds (default 96)")
@@ -142,17 +154,37 @@ def main() -> int:
             }
     finally:
         runner.close()
+    if "grid" in parts:
+        count = args.grid_jobs or (1500 if args.quick else 4000)
+        print(f"grid (model): every fleet x config x load, {count} jobs per cell ...", flush=True)
+        results["grid"] = gridrun.model_grid(count, seed=1, workers=args.workers)
     if "live" in parts:
+        print("live grid: two gateway instances, requests alternating ...", flush=True)
+        results["live_grid"] = gridrun.live_grid(
+            quick=args.quick, scale=args.grid_scale, duration=args.live_duration, seed=1,
+            every=args.live_every_cell,
+        )  # fmt: skip
+        results["live_grid"]["machine_note"] = (
+            "2 cores shared with six other engineers' test runs: the machine was busy"
+        )
+    if "live1" in parts:
         print(f"live: {live_policies} at 80% load, {duration:g} s each, scale {args.scale:g}")
         results["live"] = routing.live_sync(
             live_policies, scale=args.scale, duration=duration, seed=1, failure=True
         )
     results["elapsed_seconds"] = round(time.monotonic() - started, 1)
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "routing.json").write_text(json.dumps(_clean(results), indent=1) + "\n")
-    plot(results, args.out / "routing.png")
+    path = args.out / "routing.json"
+    # Parts not run this time keep their last figures.
+    merged = json.loads(path.read_text()) if path.exists() else {}
+    merged.update(results)
+    merged.setdefault("parts_generated_at", {}).update({p: results["generated_at"] for p in parts})
+    path.write_text(json.dumps(_clean(merged), indent=1) + "\n")
+    gridreport.plot(merged, args.out / "routing.png")
+    plot(merged, args.out / "routing-model.png")
     print()
-    print(table(results))
+    print(gridreport.table(merged))
+    print(table(merged))
     print(f"\nwrote {args.out / 'routing.json'} and routing.png in {results['elapsed_seconds']} s")
     return 0
 

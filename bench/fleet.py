@@ -20,6 +20,7 @@ class BackendSpec:
     parallelism: int  # workers: jobs it runs at once
     max_concurrency: int | None  # the gateway's hard limit (in service + queued); None: none
     parallelism_given: bool = True  # whether the gateway's config says `parallelism`
+    kind: str = "modelslab"  # "comfyui": a one-at-a-time server (its adapter says so)
 
     @property
     def seconds_per_unit(self) -> float:
@@ -82,7 +83,22 @@ def _pick(rng: random.Random, table: tuple[tuple[int, float], ...]) -> int:
     return rng.choices(values, [w for _, w in table])[0]
 
 
-def sample_job(rng: random.Random) -> JobSpec:
+# Issue 9's mix: five sizes of 512x512 jobs at a dedicated server's steps (21/31/41), from
+# 1 image at 21 steps to 4 at 41, equally likely.
+ISSUE_MIX: tuple[JobSpec, ...] = (
+    JobSpec(512, 21, 1),
+    JobSpec(512, 41, 1),
+    JobSpec(512, 31, 2),
+    JobSpec(512, 21, 4),
+    JobSpec(512, 41, 4),
+)
+
+Mix = tuple[JobSpec, ...] | None  # None: the independent choices above
+
+
+def sample_job(rng: random.Random, mix: Mix = None) -> JobSpec:
+    if mix:
+        return rng.choice(mix)
     return JobSpec(_pick(rng, SIDES), _pick(rng, STEPS), _pick(rng, IMAGES))
 
 
@@ -90,22 +106,24 @@ def _mean(table: tuple[tuple[int, float], ...], f: float = 1.0) -> float:
     return float(sum(v**f * w for v, w in table) / sum(w for _, w in table))
 
 
-def mean_work() -> float:
+def mean_work(mix: Mix = None) -> float:
+    if mix:
+        return sum(j.work for j in mix) / len(mix)
     return _mean(SIDES, 2) * _mean(STEPS) * _mean(IMAGES) / 1_000_000
 
 
-def capacity(fleet: tuple[BackendSpec, ...] = FLEET) -> float:
+def capacity(fleet: tuple[BackendSpec, ...] = FLEET, mix: Mix = None) -> float:
     """Jobs per model second the fleet completes when every worker is busy."""
-    return sum(b.parallelism / (b.seconds_per_unit * mean_work()) for b in fleet)
+    return sum(b.parallelism / (b.seconds_per_unit * mean_work(mix)) for b in fleet)
 
 
-def arrivals(rate: float, count: int, seed: int) -> list[Arrival]:
+def arrivals(rate: float, count: int, seed: int, mix: Mix = None) -> list[Arrival]:
     """Poisson arrivals at `rate` jobs per model second, each with a job from the mix."""
     rng = random.Random(seed)
     at, out = 0.0, []
     for index in range(count):
         at += rng.expovariate(rate)
-        out.append(Arrival(index, at, sample_job(rng)))
+        out.append(Arrival(index, at, sample_job(rng, mix)))
     return out
 
 

@@ -36,18 +36,18 @@ def run_sync(coro: Coroutine[Any, Any, T]) -> T:
 
 
 def build_backends(fleet: Sequence[BackendSpec]) -> list[Backend]:
-    """Backends as gateway/services.py builds them, with a real (never called) adapter."""
-    factory = ADAPTERS["modelslab"]
+    """Backends as gateway/services.py builds them, with a real (never called) adapter: a
+    ModelsLab dedicated server, or a ComfyUI server."""
     return [
         Backend(
             name=spec.name,
-            adapter=factory.create(
+            adapter=ADAPTERS[spec.kind].create(
                 Target(
                     spec.name,
-                    "http://127.0.0.1:9/api/v1/enterprise",
+                    "http://127.0.0.1:9" + ("" if spec.kind == "comfyui" else "/api/v1/enterprise"),
                     None,
                     {"default": "m"},
-                    {"enterprise": True},
+                    {} if spec.kind == "comfyui" else {"enterprise": True},
                 )
             ),
             max_concurrency=spec.max_concurrency,

@@ -8,7 +8,7 @@ from dataclasses import dataclass, replace
 
 from adapters.errors import ProviderUnavailable
 from bench.des import Incident, Job, Model, Placer, Server, Settings
-from bench.fleet import FLEET, BackendSpec, arrivals, capacity
+from bench.fleet import FLEET, Arrival, BackendSpec, Mix, arrivals, capacity
 from bench.modelrouting import SimLedger, SimView, build_backends, candidates, run_sync
 from gateway.store.fleet import SPEED_ALPHA
 from routing.policies import Policy, make_policy
@@ -206,9 +206,13 @@ def run_model(
     incidents: Sequence[Incident] = (),
     settings: Settings | None = None,
     fleet: Sequence[BackendSpec] = FLEET,
+    mix: Mix = None,
+    jobs: Sequence[Arrival] | None = None,
 ) -> RunResult:
-    """One run: the same arrivals (by seed) for every policy, placed by `policy`."""
-    jobs = arrivals(load * capacity(tuple(fleet)), count, seed)
+    """One run: the same arrivals (by seed) for every policy, placed by `policy`; or the
+    given arrivals (a live run's, to compute its oracle)."""
+    if jobs is None:
+        jobs = arrivals(load * capacity(tuple(fleet), mix), count, seed, mix)
     if policy == FREE_ORACLE:
         fleet = [replace(b, max_concurrency=None) for b in fleet]
     model = Model(

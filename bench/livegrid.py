@@ -1,0 +1,267 @@
+"""Issue 9's live runs: real processes, two gateway instances, requests alternating.
+
+One redis-server; per fleet, one simulator process per backend (`gateway simulate
+modelslab --enterprise`, or `comfyui`) with speed = reference seconds x scale and
+concurrency = what it runs at once; per cell (config, load, policy), Redis flushed (nothing
+learned carries over) and two `gateway serve` processes with the operator's config. The
+driver posts Poisson arrivals (the model's, times x scale) alternately to the two, each
+with a `webhook_url` served here; completion = the job's completed_at - created_at as the
+webhook carries it. The free oracle's p99 is computed on the same arrivals (bench/grid.py).
+Everything listens on 127.0.0.1; every loop is bounded in time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import redis.asyncio as aioredis
+import yaml
+from aiohttp import web
+
+from adapters.base import SimulatorSettings
+from adapters.registry import ADAPTERS
+from bench.fleet import ISSUE_MIX, Arrival, BackendSpec, arrivals, capacity
+from bench.grid import CONFIGS, FLEETS, configure, p99_measured
+from bench.live import AUTH, Tracker, _seconds
+from bench.placers import FREE_ORACLE, run_model
+from bench.procs import SIM_KEY, Processes, free_port, gateway_config, wait_ready
+from bench.stats import percentile, summary
+
+WORKDIR = Path(__file__).resolve().parent / "results" / "tmp" / "livegrid"  # git-ignored
+COMFY_MODELS = {"default": "sdxl_base_1.0.safetensors"}
+
+
+class LiveGrid:
+    def __init__(self, scale: float, seed: int) -> None:
+        self.scale = scale
+        self.seed = seed
+        shutil.rmtree(WORKDIR, ignore_errors=True)
+        WORKDIR.mkdir(parents=True)
+        self.procs = Processes(WORKDIR)
+        self.redis_port = 0
+        self.hook_url = ""
+        self.tracker = Tracker()
+        self.fleet_name = ""
+        self.sim_ports: dict[str, int] = {}
+        self._runner: web.AppRunner | None = None
+
+    async def __aenter__(self) -> LiveGrid:
+        try:
+            self.redis_port = self.procs.redis()
+            app = web.Application()
+            app.router.add_post("/hook", self._hook)
+            self._runner = web.AppRunner(app, access_log=None)
+            await self._runner.setup()
+            port = free_port()
+            await web.TCPSite(self._runner, "127.0.0.1", port).start()
+            self.hook_url = f"http://127.0.0.1:{port}/hook"
+        except BaseException:
+            self.procs.stop_all()
+            raise
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+        self.procs.stop_all()
+
+    async def _hook(self, request: web.Request) -> web.Response:
+        self.tracker.receive(await request.json())
+        return web.Response(status=204)
+
+    async def use_fleet(self, name: str) -> None:
+        """Simulators for this fleet (the previous fleet's are stopped)."""
+        if name == self.fleet_name:
+            return
+        for spec in FLEETS.get(self.fleet_name, ()):
+            self.procs.stop(spec.name)
+        self.sim_ports = {}
+        for i, spec in enumerate(FLEETS[name]):
+            port = free_port()
+            argv = ["--port", str(port), "--speed", f"{spec.reference_seconds * self.scale:.6g}",
+                    "--concurrency", str(spec.parallelism), "--api-key", SIM_KEY,
+                    "--seed", str(self.seed + i)]  # fmt: skip
+            if spec.kind == "modelslab":
+                argv.append("--enterprise")
+            self.procs.start(spec.name, [*SIMULATE, spec.kind, *argv])
+            self.sim_ports[spec.name] = port
+        for port in self.sim_ports.values():
+            await wait_ready(f"http://127.0.0.1:{port}/_sim/stats")
+        self.fleet_name = name
+
+    def _config(self, port: int, config: str, policy: str) -> dict[str, Any]:
+        specs = configure(FLEETS[self.fleet_name], CONFIGS[config])
+        base = gateway_config(
+            port=port, redis_port=self.redis_port, strategy=policy, fleet=[],
+            sim_ports={}, scale=self.scale, result_timeout=900 * self.scale,
+        )  # fmt: skip
+        base["backends"] = [self._backend(spec) for spec in specs]
+        return base
+
+    def _backend(self, spec: BackendSpec) -> dict[str, Any]:
+        settings = SimulatorSettings(enterprise=spec.kind == "modelslab")
+        path = ADAPTERS[spec.kind].simulator_base_path(settings)
+        entry: dict[str, Any] = {
+            "name": spec.name,
+            "adapter": spec.kind,
+            "base_url": f"http://127.0.0.1:{self.sim_ports[spec.name]}{path}",
+            "models": COMFY_MODELS if spec.kind == "comfyui" else {"default": "sdxl"},
+        }
+        if spec.kind == "modelslab":
+            entry["api_key"] = SIM_KEY
+            entry["options"] = {"enterprise": True, "webhook_deadline": 60 * self.scale}
+        else:
+            entry["options"] = {"poll_interval": 0.02}
+        if spec.max_concurrency is not None:
+            entry["max_concurrency"] = spec.max_concurrency
+        if spec.parallelism_given:
+            entry["parallelism"] = spec.parallelism
+        return entry
+
+    async def run(
+        self, config: str, policy: str, *, load: float, duration: float, drain: float
+    ) -> dict[str, Any]:
+        fleet = FLEETS[self.fleet_name]
+        rate = load * capacity(fleet, ISSUE_MIX)  # per model second
+        count = math.ceil(rate * duration / self.scale * 1.2) + 10
+        jobs = [
+            a for a in arrivals(rate, count, self.seed, ISSUE_MIX) if a.at * self.scale < duration
+        ]
+        redis = aioredis.Redis(port=self.redis_port)
+        await redis.flushall()
+        await redis.aclose()
+        self.tracker = tracker = Tracker()
+        names, urls = [], []
+        for i in range(2):
+            port = free_port()
+            name = f"gateway-{i}"
+            (WORKDIR / f"{name}.yaml").write_text(
+                yaml.safe_dump(self._config(port, config, policy))
+            )
+            self.procs.start(name, [*SERVE, str(WORKDIR / f"{name}.yaml")])
+            names.append(name)
+            urls.append(f"http://127.0.0.1:{port}")
+        try:
+            for url in urls:
+                await wait_ready(f"{url}/readyz", timeout=30)
+            cpu0 = sum(self.procs.cpu_seconds(n) for n in names)
+            async with aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=256), timeout=aiohttp.ClientTimeout(total=30)
+            ) as session:
+                await self._drive(session, urls, jobs, tracker)
+                await self._settle(tracker, drain)
+            cpu = sum(self.procs.cpu_seconds(n) for n in names) - cpu0
+        finally:
+            for name in names:
+                self.procs.stop(name)
+        await self._wait_idle()
+        return self._report(config, policy, load, jobs, tracker, cpu)
+
+    async def _drive(
+        self,
+        session: aiohttp.ClientSession,
+        urls: list[str],
+        jobs: list[Arrival],
+        tracker: Tracker,
+    ) -> None:
+        start = time.monotonic()
+        posts = []
+        for arrival in jobs:
+            await asyncio.sleep(max(0.0, start + arrival.at * self.scale - time.monotonic()))
+            url = urls[arrival.index % 2]  # alternating between the two instances
+            posts.append(asyncio.create_task(self._post(session, url, arrival, tracker)))
+        await asyncio.gather(*posts)
+
+    async def _post(
+        self, session: aiohttp.ClientSession, url: str, arrival: Arrival, tracker: Tracker
+    ) -> None:
+        spec = arrival.job
+        body = {
+            "prompt": f"routing benchmark job {arrival.index}",
+            "width": spec.side, "height": spec.side, "steps": spec.steps,
+            "num_images": spec.images, "webhook_url": self.hook_url,
+        }  # fmt: skip
+        try:
+            async with session.post(f"{url}/v1/generations", json=body, headers=AUTH) as resp:
+                data = await resp.json(content_type=None)
+                if resp.status == 202:
+                    tracker.accepted[data["id"]] = arrival
+                else:
+                    tracker.rejected[arrival.index] = resp.status
+        except (aiohttp.ClientError, TimeoutError):
+            tracker.rejected[arrival.index] = 0
+
+    async def _settle(self, tracker: Tracker, drain: float) -> None:
+        deadline = time.monotonic() + drain
+        while time.monotonic() < deadline:
+            if all(job_id in tracker.delivered for job_id in tracker.accepted):
+                return
+            await asyncio.sleep(0.2)
+
+    async def _wait_idle(self, timeout: float = 60.0) -> None:
+        """Let the simulators finish what the stopped gateways left, before the next cell."""
+        deadline = time.monotonic() + timeout
+        async with aiohttp.ClientSession() as session:
+            for port in self.sim_ports.values():
+                while time.monotonic() < deadline:
+                    with contextlib.suppress(aiohttp.ClientError):
+                        async with session.get(f"http://127.0.0.1:{port}/_sim/stats") as resp:
+                            stats = await resp.json()
+                            if stats["active"] == 0 and stats["queued"] == 0:
+                                break
+                    await asyncio.sleep(0.2)
+
+    def _report(
+        self,
+        config: str,
+        policy: str,
+        load: float,
+        jobs: list[Arrival],
+        tracker: Tracker,
+        cpu: float,
+    ) -> dict[str, Any]:
+        warmup = len(jobs) // 10  # the first 10% of arrivals learn speeds (and parallelism)
+        done = [(tracker.accepted[i], job) for i, job in tracker.delivered.items()
+                if i in tracker.accepted]  # fmt: skip
+        ok = [_seconds(job) for a, job in done
+              if job.get("status") == "succeeded" and a.index >= warmup]  # fmt: skip
+        # The free oracle on exactly these arrivals, at the fleet's true speeds (model s).
+        model_jobs = [Arrival(a.index, a.at, a.job) for a in jobs]
+        oracle = run_model(
+            FREE_ORACLE, load, len(jobs), self.seed, jobs=model_jobs,
+            fleet=configure(FLEETS[self.fleet_name], CONFIGS["minimal"]), mix=ISSUE_MIX,
+        )  # fmt: skip
+        oracle_p99 = p99_measured(oracle) * self.scale
+        stats = summary(ok)
+        placed: dict[str, dict[str, int]] = {}
+        for arrival, job in done:
+            size = f"{arrival.job.images}x{arrival.job.steps}"
+            row = placed.setdefault(job.get("backend") or "none", {})
+            row[size] = row.get(size, 0) + 1
+        return {
+            "fleet": self.fleet_name, "config": config, "policy": policy, "load": load,
+            "offered": len(jobs), "accepted": len(tracker.accepted),
+            "rejected": len(tracker.rejected),
+            "succeeded": sum(1 for _, j in done if j.get("status") == "succeeded"),
+            "failed": sum(1 for _, j in done if j.get("status") != "succeeded"),
+            "no_webhook": len(tracker.accepted) - len(done),
+            "measured": len(ok),
+            "p99_live_seconds": round(stats["p99"], 4) if ok else None,
+            "p50_live_seconds": round(percentile(ok, 50), 4) if ok else None,
+            "oracle_free_p99_live_seconds": round(oracle_p99, 4),
+            "ratio_to_oracle_free": round(stats["p99"] / oracle_p99, 3) if ok else None,
+            "gateway_cpu_seconds_per_job": round(cpu / max(1, len(done)), 5),
+            "placed_by_size": placed,
+        }  # fmt: skip
+
+
+SIMULATE = [sys.executable, "-m", "gateway", "simulate"]
+SERVE = [sys.executable, "-m", "gateway", "serve", "--config"]
