@@ -18,12 +18,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench import fleet, gridreport, gridrun, routing
+from bench import decision_cost, fleet, gridreport, gridrun, routing
 from bench.grid import LIVE_SCALE
 from bench.placers import ORACLE
 from bench.report import plot, table
 
-PARTS = ("grid", "live", "model", "admission", "failure", "experiments", "live1")
+PARTS = ("grid", "live", "cost", "model", "admission", "failure", "experiments", "live1")
 DEFAULT_PARTS = "grid,live"
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -167,6 +167,10 @@ def main() -> int:
         results["live_grid"]["machine_note"] = (
             "2 cores shared with six other engineers' test runs: the machine was busy"
         )
+    if "cost" in parts:
+        print("decision cost: gateway CPU per submit at 0 and 10,000 jobs in flight ...")
+        results["decision_cost"] = decision_cost.decision_cost(100 if args.quick else 300)
+        results["decision_cost"]["machine_note"] = "2 shared cores, busy; interleaved rounds"
     if "live1" in parts:
         print(f"live: {live_policies} at 80% load, {duration:g} s each, scale {args.scale:g}")
         results["live"] = routing.live_sync(

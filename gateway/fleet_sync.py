@@ -142,7 +142,9 @@ class FleetSync:
     def _note_reported_queue(self, name: str, probe: Probe) -> None:
         """Turn what the backend says it has queued into seconds of others' work ahead."""
         if probe.queue_seconds is not None:
-            self._view.note_reported_wait(name, probe.queue_seconds)
+            # Its queue time covers our own jobs waiting there too, which the reservations
+            # already count: only the rest is others' work.
+            self._view.note_reported_wait(name, probe.queue_seconds - self._view.own_queue(name))
         elif probe.queue_depth is not None:
             # The count includes our own jobs there, which the reservations already cover.
             others = max(0, probe.queue_depth - self._view.states[name].in_flight)

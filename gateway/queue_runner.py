@@ -3,10 +3,11 @@
 Woken when any instance finishes a job (slots free up), and every tick as a safety net
 (leases that ran out, backends coming back). Which job goes next is the queue's order
 (gateway/store/queue.py); which slot it takes is routing's, and it is decided late: the
-first few jobs in line are looked at in order, each goes where it would finish soonest,
-and one whose best backend is still full stays in line (its work counted ahead of the
-jobs behind it there). So a slow server's free slot goes to a small job that finishes
-soonest there, not to the large job at the head that a fast server will take shortly.
+first few jobs in line are looked at in order (left in line meanwhile), each goes where
+it would finish soonest, and one whose best backend is still full keeps its place (its
+work counted ahead of the jobs behind it there); only a job that goes is taken out. So a
+slow server's free slot goes to a small job that finishes soonest there, not to the large
+job at the head that a fast server will take shortly.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from collections.abc import Mapping
 
 import structlog
 
-from gateway.dispatch import Dispatcher
+from gateway.dispatch import Dispatched, Dispatcher
 from gateway.jobs.model import JobStatus
 from gateway.store.jobs import JobStore, Versioned
 from gateway.store.queue import GatewayQueue
@@ -26,6 +27,7 @@ from observability.logging import get_logger
 from observability.metrics import Metrics
 from routing.backends import Backend
 from routing.eligibility import Eligible
+from routing.router import Router
 from routing.view import FleetView
 
 log = get_logger(__name__)
@@ -45,6 +47,7 @@ class QueueRunner:
         queue: GatewayQueue,
         jobs: JobStore,
         dispatcher: Dispatcher,
+        router: Router,
         backends: Mapping[str, Backend],
         view: FleetView,
         metrics: Metrics,
@@ -52,6 +55,7 @@ class QueueRunner:
         self._queue = queue
         self._jobs = jobs
         self._dispatcher = dispatcher
+        self._router = router
         self._backends = backends
         self._view = view
         self._metrics = metrics
@@ -92,38 +96,48 @@ class QueueRunner:
         placed = 0
         self._holding = False
         while self._room() > 0 and not self._stopping:
-            batch = await self._queue.pop(LOOK_AHEAD)
+            # The first few in line, left in line while they are looked at: only a job
+            # that goes now is taken out (so the queue's fair clock moves as it would).
+            batch = await self._queue.peek(LOOK_AHEAD)
             if not batch:
                 break
             # Work held for each backend is recounted from the head of the line each pass.
             self._view.ahead = {}
             records = await asyncio.gather(*(self._jobs.get(job_id) for job_id, _ in batch))
-            waiting = []
-            for item, current in zip(batch, records, strict=True):
+            went = 0
+            for (job_id, _), current in zip(batch, records, strict=True):
                 # In line order, one at a time: each decision sees the ones before it.
-                if not await self._place(item[0], current):
-                    waiting.append(item)
-            await self._queue.put_back(waiting)
-            placed += len(batch) - len(waiting)
-            if waiting:
+                went += await self._place(job_id, current)
+            placed += went
+            if went < len(batch):
                 self._holding = True
-                break  # the rest wait behind these
+            if not went:
+                break  # nothing could go: wait for the next slot to free up
         return placed
 
     async def _place(self, job_id: str, current: Versioned | None) -> bool:
-        """True when the job left the queue for good (placed, ended, or gone)."""
+        """True when the job left the line (placed, ended, or gone)."""
         if current is None or current.record.status is not JobStatus.QUEUED:
             self._known.pop(job_id, None)
+            await self._queue.remove(job_id)  # a stale entry
             return True
+        eligible = await self._eligible(current)
+        if eligible is not None and self._router.waits(eligible.candidates):
+            return False  # its backend is full: it keeps its place in line
+        score = await self._queue.take(job_id)
+        if score is None:
+            return False  # another instance took it
         try:
             with structlog.contextvars.bound_contextvars(job_id=job_id):
-                dispatched = await self._dispatcher.dispatch(current, await self._eligible(current))
+                dispatched = await self._dispatcher.dispatch(current, eligible)
         except Exception:
             log.exception("queued_dispatch_failed", job_id=job_id)
+            dispatched = Dispatched(current, placed=False)
+        if not dispatched.placed:
+            await self._queue.put_back([(job_id, score)])  # the view was stale
             return False
-        if dispatched.placed:
-            self._known.pop(job_id, None)
-        return dispatched.placed
+        self._known.pop(job_id, None)
+        return True
 
     async def _eligible(self, current: Versioned) -> Eligible | None:
         record = current.record

@@ -244,6 +244,7 @@ async def build_services(
         queue=queue,
         jobs=jobs,
         dispatcher=dispatcher,
+        router=router,
         backends=backends,
         view=view,
         metrics=metrics,

@@ -145,6 +145,22 @@ class Router:
         """Reservations to read in start order: those in service, and one more."""
         return self.view.parallelism[name] + 1
 
+    def waits(self, candidates: Sequence[Candidate]) -> bool:
+        """Whether a queued job should stay in line now, by this view: its best backend is
+        full (then its work counts ahead of later jobs there), or no backend has room."""
+        view = self.view
+        pool = [c for c in candidates if view.routable(c.backend.name)]
+        if not pool:
+            return False  # let the dispatch say why
+        if not self.policy.holds:
+            return not any(view.has_room(c.backend.name, c.need) for c in pool)
+        best = self.policy.order(pool, view)[0]
+        name = best.backend.name
+        if view.has_room(name, best.need):
+            return False
+        view.ahead[name] = view.ahead.get(name, 0.0) + best.plan.work
+        return True
+
     async def reserve(
         self, candidates: Sequence[Candidate], tracks: Sequence[str], exclude: set[str]
     ) -> Reservation:

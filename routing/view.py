@@ -131,6 +131,13 @@ class FleetView:
             self.now(),
         )
 
+    def own_queue(self, name: str) -> float:
+        """Seconds our own reservations wait there before a worker takes them."""
+        reserved = self.states[name].reserved
+        parallelism = self.parallelism[name]
+        waiting = reserved.work - sum(s.work for s in reserved.head[:parallelism])
+        return max(0.0, waiting) * self.seconds_per_unit(name) / max(1, parallelism)
+
     def note_reported_wait(self, name: str, seconds: float, at: float | None = None) -> None:
         """The backend told us (an eta, a queue time) how long others' work there will take."""
         state = self.states[name]

@@ -4,6 +4,7 @@ fair shares across tenants within a class (see QUEUE_PUSH), bounded."""
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import cast
 
 from adapters.normalized import PRIORITY_CLASSES, Priority
 from gateway.store import keys
@@ -50,6 +51,22 @@ class GatewayQueue:
         popped = [(flat[i].decode(), float(flat[i + 1])) for i in range(0, len(flat), 2)]
         self._note(popped, -1)
         return popped
+
+    async def peek(self, count: int) -> list[tuple[str, float]]:
+        """The first `count` jobs in line, with their scores, left in line."""
+        found = await self._store.redis.zrange(keys.queue(), 0, count - 1, withscores=True)
+        return [
+            (m.decode() if isinstance(m, bytes) else str(m), float(s))
+            for m, s in cast(list[tuple[bytes | str, float]], found)
+        ]
+
+    async def take(self, job_id: str) -> float | None:
+        """Take one job out of line (as `pop` would); None when another instance took it."""
+        score = await self._store.run("QUEUE_TAKE", [keys.queue(), keys.queue_clocks()], [job_id])
+        if score is None:
+            return None
+        self._note([(job_id, float(score))], -1)
+        return float(score)
 
     async def put_back(self, jobs: list[tuple[str, float]]) -> None:
         """Return popped jobs that could not start, at their old place in line."""

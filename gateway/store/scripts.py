@@ -375,6 +375,24 @@ return 1
 
 # KEYS: queue zset, class virtual times. ARGV: count. Pops the first jobs in line, with
 # their scores; each class's virtual time moves forward to the start tag it served.
+# KEYS: queue zset, class clocks. ARGV: job_id. Takes one job out of line (the queue
+# runner chose it among the first few, see gateway/queue_runner.py); its class's virtual
+# time advances to its start as QUEUE_POP's would. Returns its score, or false if another
+# instance took it first.
+QUEUE_TAKE = f"""
+local score = redis.call('ZSCORE', KEYS[1], ARGV[1])
+if not score then return false end
+redis.call('ZREM', KEYS[1], ARGV[1])
+local value = tonumber(score)
+local class = math.floor(value / {queue_class_span})
+local start = value - class * {queue_class_span}
+local field = string.format('%d', class)
+if start > tonumber(redis.call('HGET', KEYS[2], field) or '0') then
+  redis.call('HSET', KEYS[2], field, start)
+end
+return score
+"""
+
 QUEUE_POP = f"""
 local popped = redis.call('ZPOPMIN', KEYS[1], ARGV[1])
 for i = 2, #popped, 2 do

@@ -36,9 +36,9 @@ async def test_an_instant_result_releases_its_slot_once(redis_url: str, gateway:
     released: list[tuple[str, tuple[Any, ...]]] = []
     real_release = fleet.release
 
-    async def counting(backend_name: str, members: Any) -> None:
+    async def counting(backend_name: str, members: Any, head: int) -> Any:
         released.append((backend_name, tuple(members)))
-        await real_release(backend_name, members)
+        return await real_release(backend_name, members, head)
 
     fleet.release = counting  # type: ignore[method-assign]
     resp = await client.post("/v1/generations", json={"prompt": "instant"}, headers=AUTH)

@@ -9,6 +9,7 @@ from collections import Counter
 import pytest
 from pydantic import SecretStr
 
+import routing.load
 from adapters.base import Target
 from adapters.modelslab import FACTORY
 from adapters.normalized import GenerationRequest
@@ -124,3 +125,28 @@ def test_priority_fills_in_config_order() -> None:
     cands, fleet = candidates(caps), view(caps)
     order = make_policy("priority").order(list(reversed(cands)), fleet)
     assert [c.backend.name for c in order] == ["first", "second"]
+
+
+def test_a_decision_reads_only_what_is_in_service_with_100000_in_flight(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # What the ledger hands the view: aggregates plus the first parallelism + 1 members.
+    now = time.time()
+    fleet = view({"a": 1, "b": 1}, {"a": 0.5, "b": 0.5})
+    fleet.parallelism.update(a=4, b=4)
+    for name in ("a", "b"):
+        head = [Slot(10, now - i, track=f"{name}{i}") for i in range(5)]
+        fleet.note_reserved(name, Reserved(head, count=100_000, work=10 * 100_000, version=7))
+    looked_at = []
+    real = routing.load.time_left
+
+    def counting(slot: Slot, seconds_per_unit: float, at: float) -> float:
+        looked_at.append(slot)
+        return real(slot, seconds_per_unit, at)
+
+    monkeypatch.setattr(routing.load, "time_left", counting)
+    order = make_policy("least_loaded", random.Random(1)).order(candidates({"a": 1, "b": 1}), fleet)
+    assert len(order) == 2
+    assert len(looked_at) <= 2 * 4 * 2  # per candidate: its 4 in service, for speed and wait
+    # ... and the 99,996 waiting there still count, through the total work.
+    assert fleet.expected_completion("a", 7.86) > 0.5 * 10 * 99_000 / 4

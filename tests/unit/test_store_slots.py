@@ -53,6 +53,7 @@ SCRIPT_KEYS = {
     "LEARN": [keys.speeds(), keys.parallelism(), keys.service_times("gpu-7")],
     "RENEW": [keys.reservations(b) for b in ("a", "b")],
     "QUEUE_PUSH": [keys.queue(), keys.queue_tenants(), keys.queue_clocks()],
+    "QUEUE_TAKE": [keys.queue(), keys.queue_clocks()],
     "QUEUE_POP": [keys.queue(), keys.queue_clocks()],
     "DELETE_JOB": [
         keys.job(IDEM_JOB),
