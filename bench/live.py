@@ -15,7 +15,7 @@ import contextlib
 import math
 import shutil
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -202,25 +202,7 @@ class LiveBench:
     async def _post(
         self, session: aiohttp.ClientSession, url: str, arrival: Arrival, tracker: Tracker
     ) -> None:
-        spec = arrival.job
-        body = {
-            "prompt": f"routing benchmark job {arrival.index}",
-            "model": "default",
-            "width": spec.side,
-            "height": spec.side,
-            "steps": spec.steps,
-            "num_images": spec.images,
-            "webhook_url": self.hook_url,
-        }
-        try:
-            async with session.post(f"{url}/v1/generations", json=body, headers=AUTH) as resp:
-                data = await resp.json(content_type=None)
-                if resp.status == 202:
-                    tracker.accepted[data["id"]] = arrival
-                else:
-                    tracker.rejected[arrival.index] = resp.status
-        except (aiohttp.ClientError, TimeoutError):
-            tracker.rejected[arrival.index] = 0
+        await post_job(session, url, arrival, tracker, self.hook_url)
 
     async def _incident(self, session: aiohttp.ClientSession, incident: LiveIncident) -> None:
         self.procs.stop(incident.die, kill=True)
@@ -233,11 +215,7 @@ class LiveBench:
             resp.raise_for_status()
 
     async def _settle(self, tracker: Tracker, drain: float) -> None:
-        deadline = time.monotonic() + drain
-        while time.monotonic() < deadline:
-            if all(job_id in tracker.delivered for job_id in tracker.accepted):
-                return
-            await asyncio.sleep(0.2)
+        await settle(tracker, drain)
 
     async def _still_pending(
         self, session: aiohttp.ClientSession, url: str, tracker: Tracker
@@ -256,16 +234,7 @@ class LiveBench:
         """Let the simulators finish what the stopped gateway left, before the next policy."""
         if incident is not None:
             return  # the fleet is no longer the benchmark's; nothing runs after this
-        deadline = time.monotonic() + timeout
-        async with aiohttp.ClientSession() as session:
-            for port in self.sim_ports.values():
-                while time.monotonic() < deadline:
-                    with contextlib.suppress(aiohttp.ClientError):
-                        async with session.get(f"http://127.0.0.1:{port}/_sim/stats") as resp:
-                            stats = await resp.json()
-                            if stats["active"] == 0 and stats["queued"] == 0:
-                                break
-                    await asyncio.sleep(0.2)
+        await wait_idle(self.sim_ports.values(), timeout)
 
     def _report(
         self,
@@ -324,3 +293,51 @@ def _per_backend(done: list[tuple[Arrival, dict[str, Any]]]) -> dict[str, int]:
     for _, job in done:
         counts[job.get("backend") or "none"] = counts.get(job.get("backend") or "none", 0) + 1
     return dict(sorted(counts.items()))
+
+
+async def post_job(
+    session: aiohttp.ClientSession, url: str, arrival: Arrival, tracker: Tracker, hook: str
+) -> None:
+    """Submit one arrival's job with `hook` as its webhook_url; note what became of it."""
+    spec = arrival.job
+    body = {
+        "prompt": f"routing benchmark job {arrival.index}",
+        "model": "default",
+        "width": spec.side,
+        "height": spec.side,
+        "steps": spec.steps,
+        "num_images": spec.images,
+        "webhook_url": hook,
+    }
+    try:
+        async with session.post(f"{url}/v1/generations", json=body, headers=AUTH) as resp:
+            data = await resp.json(content_type=None)
+            if resp.status == 202:
+                tracker.accepted[data["id"]] = arrival
+            else:
+                tracker.rejected[arrival.index] = resp.status
+    except (aiohttp.ClientError, TimeoutError):
+        tracker.rejected[arrival.index] = 0
+
+
+async def settle(tracker: Tracker, drain: float) -> None:
+    """Wait up to `drain` seconds for every accepted job's webhook."""
+    deadline = time.monotonic() + drain
+    while time.monotonic() < deadline:
+        if all(job_id in tracker.delivered for job_id in tracker.accepted):
+            return
+        await asyncio.sleep(0.2)
+
+
+async def wait_idle(ports: Iterable[int], timeout: float = 60.0) -> None:
+    """Wait (bounded) until the simulators on `ports` run and queue nothing."""
+    deadline = time.monotonic() + timeout
+    async with aiohttp.ClientSession() as session:
+        for port in ports:
+            while time.monotonic() < deadline:
+                with contextlib.suppress(aiohttp.ClientError):
+                    async with session.get(f"http://127.0.0.1:{port}/_sim/stats") as resp:
+                        stats = await resp.json()
+                        if stats["active"] == 0 and stats["queued"] == 0:
+                            break
+                await asyncio.sleep(0.2)

@@ -13,7 +13,6 @@ Everything listens on 127.0.0.1; every loop is bounded in time.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import math
 import shutil
 import sys
@@ -30,7 +29,7 @@ from adapters.base import SimulatorSettings
 from adapters.registry import ADAPTERS
 from bench.fleet import ISSUE_MIX, Arrival, BackendSpec, arrivals, capacity
 from bench.grid import CONFIGS, FLEETS, configure, p99_measured
-from bench.live import AUTH, Tracker, _seconds
+from bench.live import Tracker, _seconds, post_job, settle, wait_idle
 from bench.placers import FREE_ORACLE, run_model
 from bench.procs import SIM_KEY, Processes, free_port, gateway_config, wait_ready
 from bench.stats import percentile, summary
@@ -157,12 +156,12 @@ class LiveGrid:
                 connector=aiohttp.TCPConnector(limit=256), timeout=aiohttp.ClientTimeout(total=30)
             ) as session:
                 await self._drive(session, urls, jobs, tracker)
-                await self._settle(tracker, drain)
+                await settle(tracker, drain)
             cpu = sum(self.procs.cpu_seconds(n) for n in names) - cpu0
         finally:
             for name in names:
                 self.procs.stop(name)
-        await self._wait_idle()
+        await wait_idle(self.sim_ports.values())
         return self._report(config, policy, load, jobs, tracker, cpu)
 
     async def _drive(
@@ -177,47 +176,10 @@ class LiveGrid:
         for arrival in jobs:
             await asyncio.sleep(max(0.0, start + arrival.at * self.scale - time.monotonic()))
             url = urls[arrival.index % 2]  # alternating between the two instances
-            posts.append(asyncio.create_task(self._post(session, url, arrival, tracker)))
+            posts.append(
+                asyncio.create_task(post_job(session, url, arrival, tracker, self.hook_url))
+            )
         await asyncio.gather(*posts)
-
-    async def _post(
-        self, session: aiohttp.ClientSession, url: str, arrival: Arrival, tracker: Tracker
-    ) -> None:
-        spec = arrival.job
-        body = {
-            "prompt": f"routing benchmark job {arrival.index}",
-            "width": spec.side, "height": spec.side, "steps": spec.steps,
-            "num_images": spec.images, "webhook_url": self.hook_url,
-        }  # fmt: skip
-        try:
-            async with session.post(f"{url}/v1/generations", json=body, headers=AUTH) as resp:
-                data = await resp.json(content_type=None)
-                if resp.status == 202:
-                    tracker.accepted[data["id"]] = arrival
-                else:
-                    tracker.rejected[arrival.index] = resp.status
-        except (aiohttp.ClientError, TimeoutError):
-            tracker.rejected[arrival.index] = 0
-
-    async def _settle(self, tracker: Tracker, drain: float) -> None:
-        deadline = time.monotonic() + drain
-        while time.monotonic() < deadline:
-            if all(job_id in tracker.delivered for job_id in tracker.accepted):
-                return
-            await asyncio.sleep(0.2)
-
-    async def _wait_idle(self, timeout: float = 60.0) -> None:
-        """Let the simulators finish what the stopped gateways left, before the next cell."""
-        deadline = time.monotonic() + timeout
-        async with aiohttp.ClientSession() as session:
-            for port in self.sim_ports.values():
-                while time.monotonic() < deadline:
-                    with contextlib.suppress(aiohttp.ClientError):
-                        async with session.get(f"http://127.0.0.1:{port}/_sim/stats") as resp:
-                            stats = await resp.json()
-                            if stats["active"] == 0 and stats["queued"] == 0:
-                                break
-                    await asyncio.sleep(0.2)
 
     def _report(
         self,

@@ -373,30 +373,8 @@ redis.call('ZADD', KEYS[1], tonumber(ARGV[4]) * {queue_class_span} + start, ARGV
 return 1
 """
 
-# KEYS: queue zset, class virtual times. ARGV: count. Pops the first jobs in line, with
-# their scores; each class's virtual time moves forward to the start tag it served.
-# KEYS: queue zset, class clocks. ARGV: job_id. Takes one job out of line (the queue
-# runner chose it among the first few, see gateway/queue_runner.py); its class's virtual
-# time advances to its start as QUEUE_POP's would. Returns its score, or false if another
-# instance took it first.
-QUEUE_TAKE = f"""
-local score = redis.call('ZSCORE', KEYS[1], ARGV[1])
-if not score then return false end
-redis.call('ZREM', KEYS[1], ARGV[1])
-local value = tonumber(score)
-local class = math.floor(value / {queue_class_span})
-local start = value - class * {queue_class_span}
-local field = string.format('%d', class)
-if start > tonumber(redis.call('HGET', KEYS[2], field) or '0') then
-  redis.call('HSET', KEYS[2], field, start)
-end
-return score
-"""
-
-QUEUE_POP = f"""
-local popped = redis.call('ZPOPMIN', KEYS[1], ARGV[1])
-for i = 2, #popped, 2 do
-  local score = tonumber(popped[i])
+_SERVED = f"""
+local function served(score)
   local class = math.floor(score / {queue_class_span})
   local start = score - class * {queue_class_span}
   local field = string.format('%d', class)
@@ -404,8 +382,32 @@ for i = 2, #popped, 2 do
     redis.call('HSET', KEYS[2], field, start)
   end
 end
+"""
+
+# KEYS: queue zset, class virtual times. ARGV: count. Pops the first jobs in line, with
+# their scores; each class's virtual time moves forward to the start tag it served.
+QUEUE_POP = (
+    _SERVED
+    + """
+local popped = redis.call('ZPOPMIN', KEYS[1], ARGV[1])
+for i = 2, #popped, 2 do served(tonumber(popped[i])) end
 return popped
 """
+)
+
+# KEYS: queue zset, class clocks. ARGV: job_id. Takes one job out of line (the queue
+# runner chose it among the first few, see gateway/queue_runner.py); its class's virtual
+# time moves as QUEUE_POP's would. Returns its score, or false if another instance took it.
+QUEUE_TAKE = (
+    _SERVED
+    + """
+local score = redis.call('ZSCORE', KEYS[1], ARGV[1])
+if not score then return false end
+redis.call('ZREM', KEYS[1], ARGV[1])
+served(tonumber(score))
+return score
+"""
+)
 
 # KEYS: job, idempotency (or the job key again), polls. ARGV: job_id. Forgets a job that
 # was never accepted (the gateway queue was full): the client got a 429, not a 202.
