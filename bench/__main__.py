@@ -1,5 +1,6 @@
-"""`python -m bench [routing|overhead]`: the routing benchmark (the default) or the overhead
-benchmark (bench/overhead.py); `--help` after either for its options.
+"""`python -m bench [routing|overhead|tenants]`: the routing benchmark (the default), the
+overhead benchmark (bench/overhead.py) or the tenants benchmark (priorities and weighted
+shares, bench/tenants.py); `--help` after any for its options.
 
 Routing's default parts: issue 9's grid (`grid`: the model over every fleet x config x load;
 `live`: real processes, two instances, the acceptance cells). The earlier benchmark's parts
@@ -68,6 +69,10 @@ def main() -> int:
         from bench import overhead
 
         return overhead.main(sys.argv[2:])
+    if len(sys.argv) > 1 and sys.argv[1] == "tenants":
+        from bench import tenants
+
+        return tenants.main(sys.argv[2:])
     if len(sys.argv) > 1 and sys.argv[1] == "routing":
         del sys.argv[1]
     args = _args()

@@ -206,6 +206,13 @@ class Routing(Section):
         default=0.5, gt=0, description="Seconds per megapixel-step before anything is learned."
     )
     queue_bound: int = Field(default=10_000, ge=0)
+    interactive_reserve: float = Field(
+        default=0.0,
+        ge=0,
+        lt=1,
+        description="Share of each backend's slots `batch` jobs may not take, so "
+        "`interactive` work finds room at once even while batch work saturates the fleet.",
+    )
     ejection: Ejection = Ejection()
 
 

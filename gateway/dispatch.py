@@ -151,7 +151,9 @@ class Dispatcher:
                     self.budget.retrying += 1
                 tracks = [ids.track_id(record.id, next_track + i) for i in range(need)]
                 try:
-                    reservation = await self._router.reserve(eligible.candidates, tracks, tried)
+                    reservation = await self._router.reserve(
+                        eligible.candidates, tracks, tried, held_back=self._held_back(record)
+                    )
                 except (AllFull, NoRoutableBackend) as full:
                     if isinstance(full, NoRoutableBackend) and attempts:
                         stopped = "no other routable backend"
@@ -212,6 +214,10 @@ class Dispatcher:
         summary = f"{tried_text}; {stopped}" if tried_text else stopped
         saved = await self._give_up(record.id, attempts, next_track, code, summary)
         return Dispatched(saved, placed=True)
+
+    def _held_back(self, record: JobRecord) -> float:
+        """Batch work leaves `interactive_reserve` of every backend to interactive work."""
+        return self._settings.routing.interactive_reserve if record.priority == "batch" else 0.0
 
     async def _submit_all(
         self, record: JobRecord, reservation: Reservation, first: int

@@ -162,13 +162,20 @@ class Router:
         return True
 
     async def reserve(
-        self, candidates: Sequence[Candidate], tracks: Sequence[str], exclude: set[str]
+        self,
+        candidates: Sequence[Candidate],
+        tracks: Sequence[str],
+        exclude: set[str],
+        *,
+        held_back: float = 0.0,
     ) -> Reservation:
         """Reserve slots where the policy wants the job; raise when it should wait.
 
         A policy that `holds` (least_loaded) takes the backend where the job would finish
         soonest, even when it is full: then the job waits in the gateway queue for it
         (`Held`) rather than going to a slower free one. Others take the first with room.
+        `held_back` is the share of each backend's slots this job may not take (kept free
+        for a higher priority class); a job always fits on an otherwise idle backend.
         The script checks the choice against the shared ledger: if the chosen backend's
         load changed since this view read it (another instance reserved there), nothing is
         reserved and the choice is made again on the fresh state.
@@ -180,9 +187,11 @@ class Router:
         if not pool:
             raise NoRoutableBackend
         async with self._deciding:
-            return await self._reserve(pool, tracks)
+            return await self._reserve(pool, tracks, held_back)
 
-    async def _reserve(self, pool: Sequence[Candidate], tracks: Sequence[str]) -> Reservation:
+    async def _reserve(
+        self, pool: Sequence[Candidate], tracks: Sequence[str], held_back: float
+    ) -> Reservation:
         view = self.view
         for turn in range(DECIDE_AGAIN + 1):
             ordered = self.policy.order(pool, view)
@@ -196,7 +205,7 @@ class Router:
                 ordered = [best]
             now = view.now()  # the store's clock: every instance reads these slots
             check = self.policy.holds and turn < DECIDE_AGAIN
-            offers = [self._offer(c, tracks, now, check) for c in ordered]
+            offers = [self._offer(c, tracks, now, check, held_back) for c in ordered]
             outcome = await self._ledger.reserve([o for o, _ in offers], self._lease)
             for name, reserved in outcome.loads.items():
                 view.note_reserved(name, reserved)
@@ -208,14 +217,16 @@ class Router:
         raise AllFull  # unreachable: the last turn does not check versions
 
     def _offer(
-        self, c: Candidate, tracks: Sequence[str], now: float, check: bool
+        self, c: Candidate, tracks: Sequence[str], now: float, check: bool, held_back: float
     ) -> tuple[Offer, Reservation]:
         view, name = self.view, c.backend.name
         own = view.expected_completion(name, c.work_per_slot, queued=False)
         ends = now + own
         members = tuple(member(t, c.work_per_slot, now, ends) for t in tracks[: c.need])
         version = view.states[name].reserved.version if check else -1
-        offer = Offer(name, view.capacity(name), members, version, self.head(name))
+        capacity = view.capacity(name)
+        capacity = max(c.need, capacity - int(capacity * held_back))
+        offer = Offer(name, capacity, members, version, self.head(name))
         expected = own - view.reported_wait(name)
         return offer, Reservation(c, members, view.backlog(name), expected)
 

@@ -97,3 +97,25 @@ async def test_priority_above_the_tenants_maximum_is_422_naming_the_field(
         "/v1/generations", json={"prompt": "x", "priority": "urgent"}, headers=AUTH
     )
     assert bad.status == 422
+
+
+async def test_interactive_reserve_keeps_slots_free_of_batch_work(
+    redis_url: str, simulator: Simulator, gateway: Gateway
+) -> None:
+    base, _ = await simulator(speed=2, concurrency=4)
+    client = await gateway(
+        redis_url,
+        [backend("gpu", base, max_concurrency=4)],
+        routing={"interactive_reserve": 0.5},
+        tenants=tenants(acme={"priority": {"default": "batch", "max": "interactive"}}),
+    )
+    flood = await asyncio.gather(
+        *(client.post("/v1/generations", json={"prompt": f"a{n}"}, headers=AUTH) for n in range(6))
+    )
+    states = [(await r.json())["status"] for r in flood]
+    assert states.count("queued") == 4  # batch work takes two of the four slots, no more
+    body = {"prompt": "b", "priority": "interactive"}
+    for _ in range(2):  # interactive work finds the other two at once
+        job = await (await client.post("/v1/generations", json=body, headers=AUTH)).json()
+        assert job["status"] != "queued"
+        assert job["backend"] == "gpu"

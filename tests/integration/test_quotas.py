@@ -6,8 +6,10 @@ from __future__ import annotations
 import asyncio
 import time
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 import redis.asyncio as aioredis
 
@@ -18,7 +20,20 @@ from gateway.store import keys, open_store
 from gateway.store.quotas import QuotaStore
 from observability.metrics import Metrics
 from tests.conftest import Gateway, Simulator
-from tests.helpers import AUTH, OTHER_AUTH, backend, eventually, make_settings, tenants
+from tests.helpers import (
+    AUTH,
+    OTHER_AUTH,
+    OTHER_KEY,
+    TENANT_KEY,
+    backend,
+    eventually,
+    free_port,
+    make_settings,
+    tenants,
+)
+from tests.processes import ProcessGroup, gateway_config, wait_ready
+
+FINAL = {b"succeeded", b"failed", b"canceled"}
 
 
 async def _submit(client: Any, headers: dict[str, str], **body: Any) -> tuple[int, Any]:
@@ -60,7 +75,7 @@ async def test_concurrency_quota_holds_across_instances_and_spares_other_tenants
                 for job_id in ids:
                     pipe.hget(keys.job(job_id), "s")
                 found = await pipe.execute()
-                live = sum(1 for s in found if s not in (b"succeeded", b"failed", b"canceled"))
+                live = sum(1 for s in found if s not in FINAL)
                 peak = max(peak, live)
             await asyncio.sleep(0.1)
 
@@ -201,3 +216,68 @@ async def test_a_crash_between_admission_and_the_end_leaks_no_slot(
     assert await reaper.reap() == 2
     assert await quotas.in_flight("acme") == []
     await store.close()
+
+
+async def test_concurrency_quota_holds_across_two_gateway_processes(
+    redis_url: str, tmp_path: Path
+) -> None:
+    """Point 1 with real processes: two `gateway serve`, one `gateway simulate`, flooding."""
+    procs = ProcessGroup(tmp_path)
+    try:
+        _, sim = procs.simulator("sim", speed=0.4, concurrency=64)
+        backends = [backend("gpu", f"{sim}/api/v6/images", max_concurrency=64)]
+        ports = [free_port(), free_port()]
+        urls = [
+            procs.gateway(
+                f"gw-{n}",
+                gateway_config(
+                    redis_url, port, backends, tenants=tenants(acme={"quotas": {"concurrency": 10}})
+                ),
+            )
+            for n, port in enumerate(ports)
+        ]
+        await asyncio.gather(*(wait_ready(u) for u in urls))
+        redis = aioredis.Redis.from_url(redis_url)
+        accepted: dict[str, list[str]] = {"acme": [], "globex": []}
+        statuses: list[int] = []
+        peak, flooding = 0, True
+
+        async def flood(http: aiohttp.ClientSession, url: str, tenant: str, key: str) -> None:
+            for _ in range(10):  # bounded: 10 rounds of 8 requests
+                answers = await asyncio.gather(*(
+                    http.post(f"{url}/v1/generations", json={"prompt": "q"},
+                              headers={"Authorization": f"Bearer {key}"})
+                    for _ in range(8)
+                ))  # fmt: skip
+                for resp in answers:
+                    statuses.append(resp.status)
+                    if resp.status == 202:
+                        accepted[tenant].append((await resp.json())["id"])
+                    resp.release()
+                await asyncio.sleep(0.05)
+
+        async def sample() -> None:
+            nonlocal peak
+            while flooding:
+                pipe = redis.pipeline(transaction=False)
+                for job_id in list(accepted["acme"]):
+                    pipe.hget(keys.job(job_id), "s")
+                found = await pipe.execute()
+                peak = max(peak, sum(1 for s in found if s not in FINAL))
+                await asyncio.sleep(0.1)
+
+        sampler = asyncio.create_task(sample())
+        async with aiohttp.ClientSession() as http:
+            await asyncio.gather(
+                *(flood(http, u, "acme", TENANT_KEY) for u in urls),
+                *(flood(http, u, "globex", OTHER_KEY) for u in urls),
+            )
+        flooding = False
+        await sampler
+        await redis.aclose()
+        assert 0 < peak <= 10, peak
+        assert len(accepted["globex"]) == 2 * 10 * 8  # the unlimited tenant: every request
+        assert len(accepted["acme"]) > 10
+        assert set(statuses) == {202, 429}
+    finally:
+        procs.stop_all()

@@ -1,0 +1,286 @@
+"""`python -m bench tenants`: priority classes and weighted fair shares under saturation.
+
+Real processes on loopback: a redis-server, two `gateway simulate modelslab` GPU servers
+(5 workers each, 1 s per 512x512 30-step image: the fleet runs ~10 jobs/s) and two
+`gateway serve` instances; requests alternate between the instances. Three runs, each on
+a fresh set of processes, every request loop bounded in count and time:
+
+1. `baseline`: tenant `ui` sends `interactive` jobs at 20% of capacity, alone;
+2. `flood`: the same, while tenant `flood` sends `batch` jobs at 10x capacity;
+3. `weights`: tenants `heavy` (weight 3) and `light` (weight 1) both send `batch` jobs at
+   2x capacity; their jobs dispatched during the run are counted.
+
+Queue wait is read from each job (created -> accepted by a backend, as the gateway
+recorded it), not timed by the client. Results: bench/results/tenants.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import itertools
+import json
+import platform
+import sys
+import tempfile
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from bench.procs import SIM_KEY, SIM_PATH, WEBHOOK_SECRET, Processes, free_port, wait_ready
+from bench.stats import percentile
+from gateway.config import hash_key
+
+RESULTS = Path(__file__).resolve().parent / "results"
+WORKERS = 5  # per simulated GPU server
+SERVERS = 2
+JOB_SECONDS = 1.0  # one 512x512, 30-step image
+CAPACITY = SERVERS * WORKERS / JOB_SECONDS  # jobs per second the fleet runs
+RESERVE = 0.4  # routing.interactive_reserve: 4 of 10 slots, twice what `ui` needs on average
+TENANTS: dict[str, dict[str, Any]] = {
+    "ui": {"priority": {"default": "interactive", "max": "interactive"}},
+    "flood": {"priority": {"default": "batch", "max": "batch"}},
+    "heavy": {"priority": {"default": "batch", "max": "batch"}, "weight": 3},
+    "light": {"priority": {"default": "batch", "max": "batch"}, "weight": 1},
+}
+BODY = {"prompt": "bench", "width": 512, "height": 512, "steps": 30}
+
+
+def _key(tenant: str) -> str:
+    return f"bench-{tenant}-key"
+
+
+def _config(redis_port: int, port: int, sims: list[int]) -> dict[str, Any]:
+    return {
+        "public_url": f"http://127.0.0.1:{port}",
+        "store": f"redis://127.0.0.1:{redis_port}/0",
+        "listen": {"host": "127.0.0.1", "port": port},
+        "log_level": "warning",
+        "routing": {"interactive_reserve": RESERVE, "queue_bound": 100_000},
+        "jobs": {"result_timeout": 900, "dispatch_timeout": 600},
+        "tenants": [
+            {"name": name, "api_keys": [hash_key(_key(name))], "webhook_secret": WEBHOOK_SECRET}
+            | extra
+            for name, extra in TENANTS.items()
+        ],
+        "backends": [
+            {
+                "name": f"gpu-{n}",
+                "adapter": "modelslab",
+                "base_url": f"http://127.0.0.1:{sim}{SIM_PATH}",
+                "api_key": SIM_KEY,
+                "max_concurrency": WORKERS,
+                "models": {"default": "sdxl"},
+            }
+            for n, sim in enumerate(sims)
+        ],
+    }
+
+
+class Fleet:
+    """One run's processes: redis, the GPU simulators, two gateways."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.procs = Processes(workdir)
+        self.gateways: list[str] = []
+
+    async def __aenter__(self) -> Fleet:
+        redis_port = self.procs.redis()
+        sims = []
+        for n in range(SERVERS):
+            port = free_port()
+            self.procs.start(f"sim-{n}", [sys.executable, "-m", "gateway", "simulate",
+                                          "modelslab", "--port", str(port),
+                                          "--speed", f"{JOB_SECONDS:g}",
+                                          "--concurrency", str(WORKERS),
+                                          "--api-key", SIM_KEY, "--seed", str(n)])  # fmt: skip
+            sims.append(port)
+        for n in range(2):
+            port = free_port()
+            self.gateways.append(self.procs.gateway(f"gw-{n}", _config(redis_port, port, sims)))
+        for url in self.gateways:
+            await wait_ready(f"{url}/readyz")
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.procs.stop_all()
+
+
+async def _send(
+    session: aiohttp.ClientSession, urls: Any, tenant: str, rate: float, duration: float,
+    jobs: list[str], refused: list[int],
+) -> None:  # fmt: skip
+    """`rate` submissions per second for `duration` seconds, on a fixed schedule."""
+    headers = {"Authorization": f"Bearer {_key(tenant)}"}
+    start = time.monotonic()
+    pending: set[asyncio.Task[None]] = set()
+
+    async def one(url: str) -> None:
+        async with session.post(f"{url}/v1/generations", json=BODY, headers=headers) as resp:
+            if resp.status == 202:
+                jobs.append((await resp.json())["id"])
+            else:
+                refused.append(resp.status)
+
+    for n in range(int(rate * duration)):  # bounded in count...
+        due = start + n / rate
+        if time.monotonic() > start + duration + 5:  # ...and in time
+            break
+        await asyncio.sleep(max(0.0, due - time.monotonic()))
+        task = asyncio.create_task(one(next(urls)))
+        pending.add(task)
+        task.add_done_callback(pending.discard)
+    if pending:
+        await asyncio.wait(pending, timeout=30)
+
+
+async def _jobs(
+    session: aiohttp.ClientSession, url: str, tenant: str, ids: list[str]
+) -> list[dict[str, Any]]:
+    headers = {"Authorization": f"Bearer {_key(tenant)}"}
+    gate = asyncio.Semaphore(32)
+
+    async def get(job_id: str) -> dict[str, Any]:
+        async with gate, session.get(f"{url}/v1/generations/{job_id}", headers=headers) as r:
+            found: dict[str, Any] = await r.json()
+            return found
+
+    return list(await asyncio.gather(*(get(j) for j in ids)))
+
+
+def _accepted_at(job: dict[str, Any]) -> float | None:
+    for attempt in job["attempts"]:
+        if attempt["outcome"] in ("accepted", "completed"):
+            return datetime.fromisoformat(attempt["at"]).timestamp()
+    return None
+
+
+def _waits(jobs: list[dict[str, Any]]) -> list[float]:
+    waits = []
+    for job in jobs:
+        at = _accepted_at(job)
+        if at is not None:
+            waits.append(at - datetime.fromisoformat(job["created_at"]).timestamp())
+    return sorted(waits)
+
+
+def _summary(waits: list[float], sent: int) -> dict[str, Any]:
+    return {
+        "sent": sent,
+        "dispatched": len(waits),
+        "queue_wait_p50_s": percentile(waits, 50) if waits else None,
+        "queue_wait_p99_s": percentile(waits, 99) if waits else None,
+        "queue_wait_max_s": waits[-1] if waits else None,
+    }
+
+
+async def _priority_run(workdir: Path, duration: float, *, flood: bool) -> dict[str, Any]:
+    async with (
+        Fleet(workdir) as fleet,
+        aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=256)) as session,
+    ):
+        urls = itertools.cycle(fleet.gateways)
+        ui: list[str] = []
+        flooded: list[str] = []
+        refused: list[int] = []
+        senders = [_send(session, urls, "ui", 0.2 * CAPACITY, duration, ui, refused)]
+        if flood:
+            senders.append(_send(session, urls, "flood", 10 * CAPACITY, duration, flooded, refused))
+        await asyncio.gather(*senders)
+        await asyncio.sleep(2 * JOB_SECONDS)
+        ui_jobs = await _jobs(session, fleet.gateways[0], "ui", ui)
+        out = {"ui": _summary(_waits(ui_jobs), len(ui)), "refused": len(refused)}
+        if flood:
+            flood_jobs = await _jobs(session, fleet.gateways[0], "flood", flooded)
+            out["flood"] = {
+                "sent": len(flooded),
+                "dispatched": sum(1 for j in flood_jobs if _accepted_at(j) is not None),
+            }
+        return out
+
+
+async def _weights_run(workdir: Path, duration: float) -> dict[str, Any]:
+    async with (
+        Fleet(workdir) as fleet,
+        aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=256)) as session,
+    ):
+        urls = itertools.cycle(fleet.gateways)
+        sent: dict[str, list[str]] = {"heavy": [], "light": []}
+        refused: list[int] = []
+        started = time.time()
+        await asyncio.gather(
+            *(_send(session, urls, t, 2 * CAPACITY, duration, sent[t], refused) for t in sent)
+        )
+        ended = started + duration
+        warmup = started + 5 * JOB_SECONDS  # the queue fills before shares mean anything
+        counts = {}
+        for tenant, ids in sent.items():
+            jobs = await _jobs(session, fleet.gateways[0], tenant, ids)
+            times = [_accepted_at(j) for j in jobs]
+            counts[tenant] = sum(1 for t in times if t is not None and warmup <= t <= ended)
+        return {
+            "sent": {t: len(ids) for t, ids in sent.items()},
+            "refused": len(refused),
+            "measured_seconds": round(ended - warmup, 1),
+            "dispatched": counts,
+            "ratio": counts["heavy"] / max(1, counts["light"]),
+        }
+
+
+async def run(duration: float) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory(prefix="bench-tenants-") as tmp:
+        base = Path(tmp)
+        runs = {}
+        for name in ("baseline", "flood", "weights"):
+            (base / name).mkdir()
+            print(f"{name}: {duration:g} s ...", flush=True)
+            if name == "weights":
+                runs[name] = await _weights_run(base / name, duration)
+            else:
+                runs[name] = await _priority_run(base / name, duration, flood=name == "flood")
+    base_p99 = runs["baseline"]["ui"]["queue_wait_p99_s"] or 0.0
+    flood_p99 = runs["flood"]["ui"]["queue_wait_p99_s"] or 0.0
+    return {
+        "benchmark": "tenants",
+        "generated_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "host": {"python": platform.python_version(), "machine": platform.machine()},
+        "inputs": {
+            "duration_s": duration,
+            "fleet_jobs_per_s": CAPACITY,
+            "gpu_servers": SERVERS,
+            "workers_each": WORKERS,
+            "job_seconds": JOB_SECONDS,
+            "interactive_reserve": RESERVE,
+            "ui_rate_per_s": 0.2 * CAPACITY,
+            "flood_rate_per_s": 10 * CAPACITY,
+            "weights_rate_per_s_each": 2 * CAPACITY,
+            "tenants": TENANTS,
+        },
+        "runs": runs,
+        "checks": {
+            "ui_p99_flood_over_baseline": flood_p99 / base_p99 if base_p99 else None,
+            # Waits of a few ms are timer noise: within 2x, or within 50 ms of the baseline.
+            "ui_p99_within_2x": flood_p99 <= max(2 * base_p99, base_p99 + 0.05),
+            "weights_ratio": runs["weights"]["ratio"],
+            "weights_within_10pct": abs(runs["weights"]["ratio"] - 3) <= 0.3,
+        },
+    }
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench tenants", description=__doc__)
+    parser.add_argument("--duration", type=float, default=60.0, help="seconds per run (60)")
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    args = parser.parse_args(argv)
+    results = asyncio.run(run(args.duration))
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "tenants.json").write_text(json.dumps(results, indent=1) + "\n")
+    print(json.dumps(results["checks"], indent=1))
+    return (
+        0
+        if results["checks"]["ui_p99_within_2x"] and results["checks"]["weights_within_10pct"]
+        else 1
+    )
