@@ -51,8 +51,10 @@ class QueueRunner:
         backends: Mapping[str, Backend],
         view: FleetView,
         metrics: Metrics,
+        interactive_reserve: float = 0.0,
     ) -> None:
         self._queue = queue
+        self._reserve = interactive_reserve
         self._jobs = jobs
         self._dispatcher = dispatcher
         self._router = router
@@ -73,9 +75,18 @@ class QueueRunner:
         self._wake.set()
 
     def _room(self) -> int:
-        """Free slots on routable backends, as this instance last saw them."""
+        """Free slots on routable backends, as this instance last saw them.
+
+        With only batch work waiting, the slots it may not take are not room for it.
+        """
+        share = 0.0 if self._queue.waiting["interactive"] else self._reserve
         return sum(
-            max(0, self._view.capacity(name) - self._view.states[name].in_flight)
+            max(
+                0,
+                self._view.capacity(name)
+                - int(self._view.capacity(name) * share)
+                - self._view.states[name].in_flight,
+            )
             for name in self._backends
             if self._view.routable(name)
         )

@@ -248,6 +248,7 @@ async def build_services(
         backends=backends,
         view=view,
         metrics=metrics,
+        interactive_reserve=settings.routing.interactive_reserve,
     )
     runner_ref.append(runner)
     # A job ending on any instance frees a slot somewhere: look at the queue.

@@ -40,15 +40,23 @@ async def test_queue_serves_interactive_first_then_tenants_by_weight(store_url: 
     await store.close()
 
 
+async def _batch_tenant(
+    redis_url: str, simulator: Simulator, gateway: Gateway, speed: float, slots: int, **extra: Any
+) -> Any:
+    """A gateway on one GPU server of `slots` where acme sends batch work unless it says so."""
+    base, _ = await simulator(speed=speed, concurrency=slots)
+    return await gateway(
+        redis_url,
+        [backend("gpu", base, max_concurrency=slots)],
+        tenants=tenants(acme={"priority": {"default": "batch", "max": "interactive"}}),
+        **extra,
+    )
+
+
 async def test_batch_flood_does_not_delay_interactive_work(
     redis_url: str, simulator: Simulator, gateway: Gateway
 ) -> None:
-    base, _ = await simulator(speed=0.1, concurrency=2)
-    client = await gateway(
-        redis_url,
-        [backend("gpu", base, max_concurrency=2)],
-        tenants=tenants(acme={"priority": {"default": "batch", "max": "interactive"}}),
-    )
+    client = await _batch_tenant(redis_url, simulator, gateway, 0.1, 2)
     flood = await asyncio.gather(
         *(client.post("/v1/generations", json={"prompt": f"a{n}"}, headers=AUTH) for n in range(24))
     )
@@ -102,12 +110,8 @@ async def test_priority_above_the_tenants_maximum_is_422_naming_the_field(
 async def test_interactive_reserve_keeps_slots_free_of_batch_work(
     redis_url: str, simulator: Simulator, gateway: Gateway
 ) -> None:
-    base, _ = await simulator(speed=2, concurrency=4)
-    client = await gateway(
-        redis_url,
-        [backend("gpu", base, max_concurrency=4)],
-        routing={"interactive_reserve": 0.5},
-        tenants=tenants(acme={"priority": {"default": "batch", "max": "interactive"}}),
+    client = await _batch_tenant(
+        redis_url, simulator, gateway, 2, 4, routing={"interactive_reserve": 0.5}
     )
     flood = await asyncio.gather(
         *(client.post("/v1/generations", json={"prompt": f"a{n}"}, headers=AUTH) for n in range(6))
