@@ -111,6 +111,19 @@ class Fleet:
     async def __aexit__(self, *exc: object) -> None:
         self.procs.stop_all()
 
+    def gateway_cpu(self) -> float:
+        """CPU seconds both gateway processes used so far (user + system)."""
+        return sum(self.procs.cpu_seconds(f"gw-{n}") for n in range(len(self.gateways)))
+
+
+def _cpu(seconds: float, *sent: list[str]) -> dict[str, float]:
+    """The gateways' CPU time: machine-independent where wall-clock figures are not."""
+    requests = sum(len(s) for s in sent)
+    return {
+        "gateway_cpu_s": round(seconds, 2),
+        "gateway_cpu_ms_per_submission": round(1000 * seconds / max(1, requests), 3),
+    }
+
 
 async def _send(
     session: aiohttp.ClientSession, urls: Any, tenant: str, rate: float, duration: float,
@@ -201,12 +214,14 @@ async def _priority_run(workdir: Path, duration: float, *, flood: bool) -> dict[
         refused: list[int] = []
         queued: set[str] = set()
         senders = [_send(session, urls, "ui", 0.2 * CAPACITY, duration, ui, refused, queued)]
+        cpu_before = fleet.gateway_cpu()  # start-up excluded
         if flood:
             senders.append(_send(session, urls, "flood", 10 * CAPACITY, duration, flooded, refused))
         await asyncio.gather(*senders)
+        cpu = fleet.gateway_cpu() - cpu_before
         await asyncio.sleep(2 * JOB_SECONDS)
         ui_jobs = await _jobs(session, fleet.gateways[0], "ui", ui)
-        out = {"ui": _summary(ui_jobs, queued), "refused": len(refused)}
+        out = {"ui": _summary(ui_jobs, queued), "refused": len(refused), **_cpu(cpu, ui, flooded)}
         if flood:
             flood_jobs = await _jobs(session, fleet.gateways[0], "flood", flooded)
             out["flood"] = {
@@ -224,11 +239,13 @@ async def _weights_run(workdir: Path, duration: float) -> dict[str, Any]:
         urls = itertools.cycle(fleet.gateways)
         sent: dict[str, list[str]] = {"heavy": [], "light": []}
         refused: list[int] = []
+        cpu_before = fleet.gateway_cpu()
         started = time.time()
         await asyncio.gather(
             *(_send(session, urls, t, 2 * CAPACITY, duration, sent[t], refused) for t in sent)
         )
         ended = started + duration
+        cpu = fleet.gateway_cpu() - cpu_before
         warmup = started + 5 * JOB_SECONDS  # the queue fills before shares mean anything
         counts = {}
         for tenant, ids in sent.items():
@@ -238,6 +255,7 @@ async def _weights_run(workdir: Path, duration: float) -> dict[str, Any]:
         return {
             "sent": {t: len(ids) for t, ids in sent.items()},
             "refused": len(refused),
+            **_cpu(cpu, *sent.values()),
             "measured_seconds": round(ended - warmup, 1),
             "dispatched": counts,
             "ratio": counts["heavy"] / max(1, counts["light"]),

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections import OrderedDict
 from collections.abc import Mapping
 
@@ -55,6 +56,7 @@ class QueueRunner:
     ) -> None:
         self._queue = queue
         self._reserve = interactive_reserve
+        self._counted = 0.0
         self._jobs = jobs
         self._dispatcher = dispatcher
         self._router = router
@@ -98,8 +100,11 @@ class QueueRunner:
             self._wake.clear()
             if self._stopping:
                 return
-            # Refreshes how many wait per class: a new job does not overtake them.
-            await self._queue.count_classes()
+            if time.monotonic() >= self._counted + TICK:
+                # How many wait per class (a new job does not overtake them), once a tick
+                # however often submissions wake the runner.
+                self._counted = time.monotonic()
+                await self._queue.count_classes()
             await self.drain()
 
     async def drain(self) -> int:

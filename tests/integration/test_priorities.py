@@ -12,8 +12,8 @@ from tests.conftest import Gateway, Simulator
 from tests.helpers import AUTH, backend, tenants
 
 
-async def test_queue_serves_interactive_first_then_tenants_by_weight(store_url: str) -> None:
-    store = await open_store(store_url)
+async def test_queue_serves_interactive_first_then_tenants_by_weight(redis_url: str) -> None:
+    store = await open_store(redis_url)
     queue = GatewayQueue(store, 10_000, {"heavy": 3.0, "light": 1.0, "late": 1.0})
     # Two batch tenants saturate the queue (weights 3:1), each with a backlog of 400...
     for n in range(400):
