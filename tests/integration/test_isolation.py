@@ -59,7 +59,7 @@ async def test_another_tenants_ids_are_404_on_every_route_and_change_nothing(
         found = await (await client.get("/v1/deliveries/dead", headers=AUTH)).json()
         return [d["job_id"] for d in found["dead_letters"]] == [done["id"]]
 
-    await eventually(dead, timeout=8)
+    await eventually(dead, timeout=20)
     a_jobs = [done["id"], running["id"]]
     # A loopback image URL: the tests allow it and it resolves offline (URLs are screened).
     tune_body = {"name": "man", "branch": "fast", "images": ["http://127.0.0.1:9/a.jpg"]}

@@ -236,7 +236,7 @@ async def test_concurrency_quota_holds_across_two_gateway_processes(
             )
             for n, port in enumerate(ports)
         ]
-        await asyncio.gather(*(wait_ready(u) for u in urls))
+        await asyncio.gather(*(wait_ready(u, timeout=60) for u in urls))
         redis = aioredis.Redis.from_url(redis_url)
         accepted: dict[str, list[str]] = {"acme": [], "globex": []}
         statuses: list[int] = []

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
 import re
 from datetime import UTC, datetime
 from typing import Any
 
 from gateway.store.usage import micros
 from tests.conftest import Gateway, Simulator
-from tests.helpers import ADMIN, AUTH, OTHER_AUTH, backend, stored_job
+from tests.helpers import ADMIN, AUTH, OTHER_AUTH, backend, eventually, stored_job
 
 PRICE = {"per_image": 0.01, "per_megapixel_step": 0.0007, "per_second": 0.003}
 
@@ -60,9 +59,15 @@ async def test_usage_equals_the_sum_over_succeeded_jobs_and_the_metrics_agree(
     ]
     assert [f["status"] for f in finals].count("succeeded") == len(jobs) - 1
     assert any(a["backend"] == "flaky" for f in finals for a in f["attempts"])  # failed over
-    await asyncio.sleep(0.6)  # the duplicate callbacks arrive after the first
-    metrics = [await (await c.get("/metrics")).text() for c in (one, two)]
-    assert any('outcome="duplicate"' in m for m in metrics)
+
+    async def scrape() -> list[str]:
+        return [await (await c.get("/metrics")).text() for c in (one, two)]
+
+    async def duplicates_seen() -> bool:  # the second copy of each callback comes later
+        return any('outcome="duplicate"' in m for m in await scrape())
+
+    await eventually(duplicates_seen, timeout=20)
+    metrics = await scrape()
 
     for tenant, headers in (("acme", AUTH), ("globex", OTHER_AUTH)):
         expected = {"jobs": 0, "images": 0, "mps": 0, "ms": 0, "cost": 0}
