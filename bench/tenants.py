@@ -262,12 +262,12 @@ async def _weights_run(workdir: Path, duration: float) -> dict[str, Any]:
         }
 
 
-async def run(duration: float) -> dict[str, Any]:
+async def run(duration: float, keep: Path | None = None) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="bench-tenants-") as tmp:
-        base = Path(tmp)
+        base = keep or Path(tmp)
         runs = {}
         for name in ("baseline", "flood", "weights"):
-            (base / name).mkdir()
+            (base / name).mkdir(parents=True, exist_ok=True)
             print(f"{name}: {duration:g} s ...", flush=True)
             if name == "weights":
                 runs[name] = await _weights_run(base / name, duration)
@@ -311,8 +311,9 @@ def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench tenants", description=__doc__)
     parser.add_argument("--duration", type=float, default=60.0, help="seconds per run (60)")
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--keep", type=Path, help="keep the processes' logs and configs here")
     args = parser.parse_args(argv)
-    results = asyncio.run(run(args.duration))
+    results = asyncio.run(run(args.duration, args.keep))
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "tenants.json").write_text(json.dumps(results, indent=1) + "\n")
     print(json.dumps(results["checks"], indent=1))
