@@ -394,3 +394,21 @@ async def test_a_queued_tune_generation_is_dispatched_later_to_the_owner(
         done = await resp.json()
         assert done["status"] == "succeeded", done
         assert done["backend"] == "astria-1"
+
+
+async def test_tunes_on_a_redis_cluster(
+    cluster_url: str, simulator: Simulator, gateway: Gateway, receiver: tuple[Receiver, str]
+) -> None:
+    """Every tune script keeps its keys in one slot: train, list, generate, deliver."""
+    recv, hook = receiver
+    origin, _ = await simulator("astria", speed=0.05, drop_webhook_rate=1)  # polled
+    gw = await gateway(cluster_url, [astria("astria-1", origin)])
+    tune = await trained(gw, webhook_url=hook)
+    listing = await (await gw.get("/v1/tunes", headers=AUTH)).json()
+    assert [t["id"] for t in listing["data"]] == [tune["id"]]
+    body = {"prompt": "ohwx man", "model": tune["model"]}
+    job = await (await gw.post("/v1/generations", json=body, headers=AUTH)).json()
+    resp = await gw.get(f"/v1/generations/{job['id']}", params={"wait": "15"}, headers=AUTH)
+    assert (await resp.json())["status"] == "succeeded"
+    await eventually(lambda: len(recv.deliveries) == 1)
+    assert recv.deliveries[0]["payload"]["type"] == "tune.succeeded"
