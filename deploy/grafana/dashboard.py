@@ -54,9 +54,17 @@ ROWS: list[tuple[str, list[tuple[str, str, str, list[dict[str, str]]]]]] = [
             q("sum by (route, status) (rate(gateway_http_requests_total"
               f'{{status=~"4..|5..", {I}}}{RATE}))', "{{route}} {{status}}"),
         ]),
-        ("Rate-limit rejections by tenant", "reqps", "429s from tenants' rate limits.", [
-            q(f"sum by (tenant) (rate(gateway_rate_limited_total{{{T}, {I}}}{RATE}))",
-              "{{tenant}}"),
+        ("Limit rejections by tenant", "reqps",
+         "429s by the limit that refused: rate_limit, concurrency, daily_images, monthly_spend.", [
+            q("sum by (tenant, limit) (rate(gateway_quota_rejections_total"
+              f"{{{T}, {I}}}{RATE}))", "{{tenant}} {{limit}}"),
+        ]),
+        ("Usage by tenant", "short",
+         "Images delivered per second, and estimated cost per hour (usage.currency).", [
+            q(f"sum by (tenant) (rate(gateway_usage_images_total{{{T}, {I}}}{RATE}))",
+              "{{tenant}} images/s"),
+            q(f"3600 * sum by (tenant) (rate(gateway_usage_cost_total{{{T}, {I}}}{RATE}))",
+              "{{tenant}} cost/h"),
         ]),
     ]),
     ("Latency", [
