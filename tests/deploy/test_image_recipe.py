@@ -28,7 +28,9 @@ from tests.deploy.tools import DEPLOY, ROOT, compose_config
 from tests.helpers import free_port
 from tests.processes import wait_ready
 
-pytestmark = pytest.mark.integration
+# pip installs every dependency into the fresh virtualenv: from its cache in about 30 s on a
+# quiet machine, longer when it must download them or the machine is busy.
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(420)]
 
 UNCACHED = {"PIP_NO_CACHE_DIR"}
 
