@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from enum import StrEnum
 from typing import Annotated, Any, Literal, Self
@@ -10,6 +11,7 @@ import orjson
 from pydantic import (
     AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     ValidationInfo,
@@ -99,19 +101,37 @@ class ColorGrading(StrEnum):
     EKTAR = "Ektar"
 
 
-_DATA_URI = re.compile(r"^data:image/[a-z0-9.+-]+;base64,[A-Za-z0-9+/=\s]+$", re.IGNORECASE)
-_HTTP_URL = re.compile(r"^https?://[^\s/?#]+[^\s]*$", re.IGNORECASE)
+# The URL and `data:` URI forms the API accepts. The same patterns go into the OpenAPI
+# document (gateway/api/openapi.py), so they stay within what both Python's `re` and
+# ECMA-262 (JSON Schema) read the same way; matched with fullmatch, so `$` means the end.
+DATA_URI_PATTERN = r"^data:image/[a-z0-9.+-]+;base64,[A-Za-z0-9+/=\r\n]+$"
+_LABEL = r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+_HOST = rf"(\[[0-9A-Fa-f:.]+\]|{_LABEL}(\.{_LABEL})*\.?)"
+_PORT = r"(:(6553[0-5]|655[0-2][0-9]|65[0-4][0-9]{2}|6[0-4][0-9]{3}|[1-5][0-9]{4}|[0-9]{1,4}))?"
+_REST = r"([/?#][^\s\\\x00-\x1f\x7f]*)?"
+
+
+def url_pattern(https_only: bool) -> str:
+    """An absolute http(s) URL with a plain host (name or bracketed IPv6), no userinfo."""
+    return rf"^{'https' if https_only else 'https?'}://{_HOST}{_PORT}{_REST}$"
+
+
+_DATA_URI = re.compile(DATA_URI_PATTERN)
+_HTTP_URL = re.compile(url_pattern(https_only=False))
 
 
 def _image_ref(value: str) -> str:
     if value.startswith("data:"):
-        if not _DATA_URI.match(value):
+        if not _DATA_URI.fullmatch(value):
             raise ValueError("data URI must look like data:image/<type>;base64,<data>")
         return value
     if len(value) > MAX_URL_LENGTH:
         raise ValueError(f"URL longer than {MAX_URL_LENGTH} characters")
-    if not _HTTP_URL.match(value):
-        raise ValueError("must be an http(s) URL or a data:image/...;base64, URI")
+    if not _HTTP_URL.fullmatch(value):
+        raise ValueError(
+            "must be an http(s) URL (host, optional port, no user@) "
+            "or a data:image/<type>;base64, URI"
+        )
     return value
 
 
@@ -123,15 +143,25 @@ def check_webhook_url(value: str | None, info: ValidationInfo) -> str | None:
     if value is None:
         return None
     allow_http = bool(info.context and info.context.get("allow_http"))
-    if not _HTTP_URL.match(value):
-        raise ValueError("must be an absolute https URL")
-    if value[:5].lower() != "https" and not allow_http:
+    if not _HTTP_URL.fullmatch(value):
+        raise ValueError("must be an absolute https URL (host, optional port, no user@)")
+    if not value.startswith("https") and not allow_http:
         raise ValueError("must use https (plain http is not allowed by this gateway)")
     return value
 
 
+def dump_json(value: Any, *, sort_keys: bool = False) -> bytes:
+    """orjson, or the standard library for what orjson refuses (integers past 64 bits, which
+    JSON allows and tenants' metadata may carry)."""
+    try:
+        return orjson.dumps(value, option=orjson.OPT_SORT_KEYS if sort_keys else None)
+    except TypeError:
+        text = json.dumps(value, sort_keys=sort_keys, separators=(",", ":"), ensure_ascii=False)
+        return text.encode()
+
+
 def check_metadata(value: dict[str, Any] | None) -> dict[str, Any] | None:
-    if value is not None and len(orjson.dumps(value)) > MAX_METADATA_BYTES:
+    if value is not None and len(dump_json(value)) > MAX_METADATA_BYTES:
         raise ValueError(f"must be at most {MAX_METADATA_BYTES} bytes as JSON")
     return value
 
@@ -141,6 +171,19 @@ Name = Annotated[str, Field(min_length=1, max_length=200)]
 # Gateway queue classes, highest first; adapters ignore the field.
 Priority = Literal["interactive", "batch"]
 PRIORITY_CLASSES: tuple[Priority, ...] = ("interactive", "batch")
+
+
+def _integral(value: Any) -> Any:
+    """JSON Schema counts 512.0 as an integer; so does the API (the body is read strictly)."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+# Placed after a field's constraints (Annotated[int, Field(...), INTEGRAL]), so that the
+# JSON schema keeps them as minimum/maximum/multipleOf.
+INTEGRAL = BeforeValidator(_integral)
+# A backend name, tag or glob over names, as a request's `backends` gives them.
+BACKEND_REF_PATTERN = r"^[A-Za-z0-9*?][A-Za-z0-9_.*?-]{0,62}$"
+BackendRef = Annotated[str, Field(pattern=BACKEND_REF_PATTERN)]
 
 
 class Strict(BaseModel):
@@ -179,13 +222,13 @@ class GenerationRequest(Strict):
         default="default",
         description="Logical model name; each backend's `models` map turns it into its own id.",
     )
-    num_images: int = Field(default=1, ge=1, le=8)
-    width: int | None = Field(default=None, ge=64, le=2048, multiple_of=8)
-    height: int | None = Field(default=None, ge=64, le=2048, multiple_of=8)
+    num_images: Annotated[int, Field(ge=1, le=8), INTEGRAL] = 1
+    width: Annotated[int, Field(ge=64, le=2048, multiple_of=8), INTEGRAL] | None = None
+    height: Annotated[int, Field(ge=64, le=2048, multiple_of=8), INTEGRAL] | None = None
     aspect_ratio: AspectRatio | None = None
-    steps: int | None = Field(default=None, ge=1, le=100)
+    steps: Annotated[int, Field(ge=1, le=100), INTEGRAL] | None = None
     guidance_scale: float | None = Field(default=None, ge=0, le=30)
-    seed: int | None = Field(default=None, ge=0, le=2**32 - 1)
+    seed: Annotated[int, Field(ge=0, le=2**32 - 1), INTEGRAL] | None = None
     scheduler: Scheduler | None = None
     init_image: ImageRef | None = None
     mask_image: ImageRef | None = None
@@ -199,7 +242,7 @@ class GenerationRequest(Strict):
     webhook_url: str | None = Field(default=None, max_length=MAX_URL_LENGTH)
     metadata: dict[str, Any] | None = None
     strict: bool = False
-    backends: list[Name] | None = Field(default=None, min_length=1, max_length=64)
+    backends: list[BackendRef] | None = Field(default=None, min_length=1, max_length=64)
     priority: Priority | None = Field(
         default=None,
         description="Gateway queue class; the tenant's default when absent, never above its max.",

@@ -15,7 +15,9 @@ from typing import Annotated, Any
 from pydantic import AfterValidator, Field, field_validator
 
 from adapters.normalized import (
+    INTEGRAL,
     MAX_URL_LENGTH,
+    BackendRef,
     ImageRef,
     Name,
     Strict,
@@ -26,9 +28,13 @@ from adapters.normalized import (
 MAX_IMAGES = 50
 STEPS = (1, 10_000)
 MAX_CHARACTERISTICS = 20
-_CLASS_WORD = re.compile(r"^[A-Za-z][A-Za-z _-]{0,39}$")
-_TOKEN = re.compile(r"^[a-z0-9]{1,16}$")
-_CHARACTERISTIC = re.compile(r"^[a-z_][a-z0-9_]{0,63}$")
+# Also the OpenAPI document's patterns (gateway/api/openapi_tunes.py); matched whole.
+CLASS_WORD_PATTERN = r"^[A-Za-z][A-Za-z _-]{0,39}$"
+TOKEN_PATTERN = r"^[a-z0-9]{1,16}$"  # noqa: S105 - a pattern, not a secret
+CHARACTERISTIC_PATTERN = r"^[a-z_][a-z0-9_]{0,63}$"
+_CLASS_WORD = re.compile(CLASS_WORD_PATTERN)
+_TOKEN = re.compile(TOKEN_PATTERN)
+_CHARACTERISTIC = re.compile(CHARACTERISTIC_PATTERN)
 
 
 class Branch(StrEnum):
@@ -51,13 +57,13 @@ class Preset(StrEnum):
 
 
 def _class_word(value: str) -> str:
-    if not _CLASS_WORD.match(value):
+    if not _CLASS_WORD.fullmatch(value):
         raise ValueError("a class word of letters (e.g. man, woman, cat, style), at most 40")
     return value
 
 
 def _token(value: str) -> str:
-    if not _TOKEN.match(value):
+    if not _TOKEN.fullmatch(value):
         raise ValueError("1 to 16 lowercase letters or digits, e.g. ohwx or sks")
     return value
 
@@ -75,7 +81,7 @@ class TuneRequest(Strict):
     token: Annotated[str, AfterValidator(_token)] | None = None
     face_crop: bool | None = None
     training_face_correct: bool | None = None
-    steps: int | None = Field(default=None, ge=STEPS[0], le=STEPS[1])
+    steps: Annotated[int, Field(ge=STEPS[0], le=STEPS[1]), INTEGRAL] | None = None
     characteristics: dict[str, Annotated[str, Field(max_length=200)]] | None = Field(
         default=None, max_length=MAX_CHARACTERISTICS
     )
@@ -84,13 +90,13 @@ class TuneRequest(Strict):
         default=None, max_length=MAX_URL_LENGTH
     )
     metadata: Annotated[dict[str, Any] | None, AfterValidator(check_metadata)] = None
-    backends: list[Name] | None = Field(default=None, min_length=1, max_length=64)
+    backends: list[BackendRef] | None = Field(default=None, min_length=1, max_length=64)
 
     @field_validator("characteristics")
     @classmethod
     def _characteristic_names(cls, value: dict[str, str] | None) -> dict[str, str] | None:
         for key in value or {}:
-            if not _CHARACTERISTIC.match(key):
+            if not _CHARACTERISTIC.fullmatch(key):
                 raise ValueError(f"{key!r}: names are lowercase letters, digits and _")
         return value
 

@@ -75,4 +75,7 @@ def submission_token(job_secret: str, track: str) -> str:
 
 
 def token_matches(job_secret: str, track: str, token: str) -> bool:
-    return hmac.compare_digest(submission_token(job_secret, track), token)
+    # Bytes: compare_digest refuses str with non-ASCII characters, and the token is the
+    # caller's (anything a query string can carry).
+    expected = submission_token(job_secret, track).encode()
+    return hmac.compare_digest(expected, token.encode("utf-8", "replace"))

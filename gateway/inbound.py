@@ -70,11 +70,11 @@ class Inbound:
             result = backend.adapter.parse_webhook(body)
         except ProviderBadAnswer as exc:
             raw = body
-            result = ProviderResult(
-                ResultState.FAILED,
-                error_code="provider_bad_answer",
-                error_message=f"{backend_name} sent an unreadable callback: {exc.message}",
-            )
+            result = _unreadable(backend_name, exc.message)
+        except Exception as exc:  # a hostile body must not crash the route: the job fails cleanly
+            log.exception("provider_webhook_parser_error", backend=backend_name)
+            raw = body
+            result = _unreadable(backend_name, f"the parser failed ({type(exc).__name__})")
         applied = False
 
         def apply(record: JobRecord) -> Change | None:
@@ -98,3 +98,11 @@ class Inbound:
             )
             return Received.UNPARSABLE
         return Received.APPLIED if applied else Received.DUPLICATE
+
+
+def _unreadable(backend_name: str, why: str) -> ProviderResult:
+    return ProviderResult(
+        ResultState.FAILED,
+        error_code="provider_bad_answer",
+        error_message=f"{backend_name} sent an unreadable callback: {why}",
+    )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
@@ -22,6 +23,27 @@ from gateway.errors import (
 from gateway.relay.guard import Refused
 
 M = TypeVar("M", bound=BaseModel)
+# Plain digits: float() and int() would also take "nan", "1_0", " 5" or other scripts' digits.
+_NUMBER = re.compile(r"[0-9]+(\.[0-9]*)?([eE][-+]?[0-9]+)?")
+_INTEGER = re.compile(r"[0-9]+")
+
+
+def query_number(
+    request: web.Request, name: str, low: float, high: float, *, integer: bool = False
+) -> float | None:
+    """A numeric query parameter within [low, high], as the OpenAPI document describes it."""
+    raw = request.query.get(name)
+    if raw is None:
+        return None
+    pattern = _INTEGER if integer else _NUMBER
+    value = float(raw) if pattern.fullmatch(raw) else low - 1
+    if not low <= value <= high:
+        kind = "an integer" if integer else "a number"
+        raise BadRequest(
+            f"{name}: must be {kind} from {low:g} to {high:g}",
+            details=[field_detail(name, "out of range", "query")],
+        )
+    return value
 
 
 def field_name(loc: tuple[int | str, ...]) -> str:
@@ -92,7 +114,8 @@ async def read_model(
             details=[field_detail("body", "a JSON object is required", "missing")],
         )
     try:
-        parsed = model.model_validate_json(raw, context=context)
+        # Strict: JSON types as documented ("5" is not an integer, "yes" not a boolean).
+        parsed = model.model_validate_json(raw, strict=True, context=context)
     except ValidationError as exc:
         details = validation_details(exc)
         if any(d["type"] == "json_invalid" for d in details):

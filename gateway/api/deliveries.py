@@ -5,13 +5,15 @@ Admins see and replay any tenant's; a tenant key sees and replays its own.
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 
 from aiohttp import web
 
 from gateway import ids
-from gateway.api.bodies import read_model
+from gateway.api.bodies import query_number, read_model
 from gateway.api.callers import acting_for
+from gateway.api.openapi import EPOCH_PATTERN
 from gateway.api.schemas import DeadLetterList, DeadLetterView, ReplayRequest, ReplayResult
 from gateway.context import services
 from gateway.errors import BadRequest, Conflict, NotFound, field_detail
@@ -26,36 +28,42 @@ def add_routes(app: web.Application) -> None:
     app.router.add_post("/v1/deliveries/{id}/replay", replay_one)
 
 
+_EPOCH = re.compile(EPOCH_PATTERN)
+_RFC3339 = re.compile(
+    r"^([0-9]{4}-[0-9]{2}-[0-9]{2})[Tt ]([0-9]{2}:[0-9]{2}):([0-9]{2})(\.[0-9]+)?"
+    r"([Zz]|[+-][0-9]{2}:[0-9]{2})$"
+)
+
+
 def _since(raw: str | None) -> float:
+    """An RFC 3339 time or epoch seconds, as the OpenAPI document says; nothing looser."""
     if raw is None:
         return 0.0
-    try:
-        return datetime.fromisoformat(raw.replace("Z", "+00:00")).timestamp()
-    except ValueError:
+    if _EPOCH.fullmatch(raw):
+        return float(raw)
+    match = _RFC3339.fullmatch(raw)
+    if match:
+        date, hours_minutes, seconds, fraction, zone = match.groups()
+        # Python's parser takes at most 6 fractional digits and no leap second.
+        seconds = min(seconds, "59")
+        fraction = (fraction or "")[:7]
+        zone = "+00:00" if zone in ("Z", "z") else zone
         try:
-            return float(raw)
+            return datetime.fromisoformat(
+                f"{date}T{hours_minutes}:{seconds}{fraction}{zone}"
+            ).timestamp()
         except ValueError:
-            raise BadRequest(
-                "since: an ISO 8601 time or epoch seconds",
-                details=[field_detail("since", "not a time", "query")],
-            ) from None
-
-
-def _limit(raw: str | None) -> int:
-    try:
-        limit = int(raw) if raw is not None else 100
-    except ValueError:
-        limit = -1
-    if not 1 <= limit <= MAX_LIMIT:
-        raise BadRequest(
-            f"limit: 1 to {MAX_LIMIT}", details=[field_detail("limit", "out of range", "query")]
-        )
-    return limit
+            pass
+    raise BadRequest(
+        "since: an RFC 3339 time or epoch seconds",
+        details=[field_detail("since", "not a time", "query")],
+    )
 
 
 async def list_dead(request: web.Request) -> web.Response:
     tenants = acting_for(request, request.query.get("tenant"))
-    since, limit = _since(request.query.get("since")), _limit(request.query.get("limit"))
+    since = _since(request.query.get("since"))
+    limit = int(query_number(request, "limit", 1, MAX_LIMIT, integer=True) or 100)
     letters = []
     for tenant in tenants:
         letters += await services(request).dead_letters.list(tenant, since, limit)

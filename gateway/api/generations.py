@@ -5,13 +5,12 @@ from __future__ import annotations
 import hashlib
 import time
 
-import orjson
 import structlog
 from aiohttp import web
 
-from adapters.normalized import PRIORITY_CLASSES, GenerationRequest, Priority
+from adapters.normalized import PRIORITY_CLASSES, GenerationRequest, Priority, dump_json
 from gateway import ids
-from gateway.api.bodies import read_model, screen_urls
+from gateway.api.bodies import query_number, read_model, screen_urls
 from gateway.config import Tenant
 from gateway.context import services
 from gateway.dispatch import Dispatched
@@ -93,7 +92,7 @@ async def _submit(request: web.Request) -> web.Response:
     if idempotency is not None:
         # "The same body" means the same request once parsed: key order and spacing aside.
         body_hash = hashlib.sha256(
-            orjson.dumps(body.model_dump(mode="json"), option=orjson.OPT_SORT_KEYS)
+            dump_json(body.model_dump(mode="json"), sort_keys=True)
         ).hexdigest()
         if not 1 <= len(idempotency) <= MAX_IDEMPOTENCY_KEY:
             raise BadRequest(
@@ -187,7 +186,7 @@ async def _eligible(request: web.Request, tenant: str, body: GenerationRequest) 
         ) from None
     except NotAllowed as exc:
         names = ", ".join(exc.names)
-        raise InvalidRequest(
+        raise NoEligibleBackend(
             f"backends: {names} not available to this tenant",
             details=[
                 field_detail("backends", f"{n} is not available to this tenant") for n in exc.names
@@ -240,19 +239,7 @@ async def _owned(request: web.Request) -> Versioned:
 
 
 def _wait_seconds(request: web.Request) -> float:
-    raw = request.query.get("wait")
-    if raw is None:
-        return 0.0
-    try:
-        wait = float(raw)
-    except ValueError:
-        wait = -1.0
-    if not 0 <= wait <= MAX_WAIT:
-        raise BadRequest(
-            f"wait: must be a number of seconds from 0 to {MAX_WAIT:g}",
-            details=[field_detail("wait", "out of range", "query")],
-        )
-    return wait
+    return query_number(request, "wait", 0, MAX_WAIT) or 0.0
 
 
 async def read(request: web.Request) -> web.Response:

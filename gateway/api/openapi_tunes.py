@@ -7,7 +7,13 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from adapters.normalized_tune import TuneRequest
+from adapters.normalized_tune import (
+    CHARACTERISTIC_PATTERN,
+    CLASS_WORD_PATTERN,
+    TOKEN_PATTERN,
+    TuneRequest,
+)
+from gateway.config import Settings
 from gateway.tunes.model import Tune, TuneEvent, TuneList
 
 TUNE_MODELS: list[tuple[type[BaseModel], Any]] = [
@@ -102,3 +108,17 @@ def tune_webhooks(ref: Ref) -> dict[str, Any]:
             }
         }
     }
+
+
+def tailor_tune_request(
+    schemas: dict[str, Any], settings: Settings, url: dict[str, Any], image: dict[str, Any]
+) -> None:
+    """The constraints the validators enforce that pydantic's schema leaves out."""
+    props = schemas["TuneRequest"]["properties"]
+    props["name"]["pattern"] = CLASS_WORD_PATTERN
+    props["token"]["anyOf"][0]["pattern"] = TOKEN_PATTERN
+    props["images"]["items"] = image
+    props["images"]["minItems"] = settings.tunes.min_images
+    props["images"]["maxItems"] = settings.tunes.max_images
+    props["webhook_url"] = {"anyOf": [url, {"type": "null"}], "default": None}
+    props["characteristics"]["anyOf"][0]["propertyNames"] = {"pattern": CHARACTERISTIC_PATTERN}

@@ -58,6 +58,16 @@ class BackendList(BaseModel):
     as_of: str | None
 
 
+class Health(BaseModel):
+    status: str
+
+
+class WebhookAck(BaseModel):
+    """What a provider callback gets back when it was accepted (even if not applied)."""
+
+    status: Literal["applied", "duplicate", "unparsable", "stray"]
+
+
 class Readiness(BaseModel):
     ready: bool
     store: Literal["ok", "unreachable"]

@@ -7,15 +7,15 @@ from __future__ import annotations
 import hashlib
 import time
 
-import orjson
 import structlog
 from aiohttp import web
 
 from adapters.base import trainer_of
 from adapters.errors import ProviderError
+from adapters.normalized import dump_json
 from adapters.normalized_tune import TuneRequest
 from gateway import ids
-from gateway.api.bodies import read_model, screen_urls
+from gateway.api.bodies import query_number, read_model, screen_urls
 from gateway.context import services
 from gateway.errors import (
     BadRequest,
@@ -133,9 +133,7 @@ def _idempotency(request: web.Request, body: TuneRequest) -> tuple[str, str] | N
             f"Idempotency-Key: must be 1 to {MAX_IDEMPOTENCY_KEY} characters",
             details=[field_detail("Idempotency-Key", "wrong length", "header")],
         )
-    body_hash = hashlib.sha256(
-        orjson.dumps(body.model_dump(mode="json"), option=orjson.OPT_SORT_KEYS)
-    ).hexdigest()
+    body_hash = hashlib.sha256(dump_json(body.model_dump(mode="json"), sort_keys=True)).hexdigest()
     return hashlib.sha256(key.encode()).hexdigest(), body_hash
 
 
@@ -144,7 +142,7 @@ def _trainable(request: web.Request, tenant: str, body: TuneRequest) -> list[Tra
     try:
         candidates = s.tunes.placement.candidates(tenant, body)
     except NotAllowed as exc:
-        raise InvalidRequest(
+        raise NoEligibleBackend(
             f"backends: {', '.join(exc.names)} not available to this tenant",
             details=[
                 field_detail("backends", f"{n} is not available to this tenant") for n in exc.names
@@ -193,25 +191,9 @@ async def _owned(request: web.Request) -> VersionedTune:
     return current
 
 
-def _number(request: web.Request, name: str, low: float, high: float) -> float | None:
-    raw = request.query.get(name)
-    if raw is None:
-        return None
-    try:
-        value = float(raw)
-    except ValueError:
-        value = low - 1
-    if not low <= value <= high:
-        raise BadRequest(
-            f"{name}: must be a number from {low:g} to {high:g}",
-            details=[field_detail(name, "out of range", "query")],
-        )
-    return value
-
-
 async def read(request: web.Request) -> web.Response:
     s = services(request)
-    wait = _number(request, "wait", 0, s.settings.tunes.max_wait) or 0.0
+    wait = query_number(request, "wait", 0, s.settings.tunes.max_wait) or 0.0
     current = await _owned(request)
     deadline = time.monotonic() + wait
     while not current.record.status.final:
@@ -230,8 +212,8 @@ async def read(request: web.Request) -> web.Response:
 async def list_tunes(request: web.Request) -> web.Response:
     s = services(request)
     tenant = s.directory.tenant(request)
-    limit = int(_number(request, "limit", 1, MAX_PAGE) or DEFAULT_PAGE)
-    before = _number(request, "cursor", 0, 1e12)
+    limit = int(query_number(request, "limit", 1, MAX_PAGE, integer=True) or DEFAULT_PAGE)
+    before = query_number(request, "cursor", 0, 1e12)
     found, cursor = await s.tunes.store.page(tenant.name, before=before, limit=limit)
     page = TuneList(
         data=[record.public() for record in found],

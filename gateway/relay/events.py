@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import orjson
-
+from adapters.normalized import dump_json
 from gateway.jobs.model import JobRecord, JobStatus
 
 EVENT_TYPES = {
@@ -19,4 +18,4 @@ def webhook_id(job_id: str) -> str:
 
 def render_event(record: JobRecord) -> bytes:
     data = record.public().model_dump(mode="json")
-    return orjson.dumps({"type": EVENT_TYPES[record.status], "data": data})
+    return dump_json({"type": EVENT_TYPES[record.status], "data": data})

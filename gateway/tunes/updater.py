@@ -9,8 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-import orjson
-
+from adapters.normalized import dump_json
 from gateway.jobs.model import DeliveryState
 from gateway.store.jobs import Conflict, PollChange
 from gateway.store.keys import EVENTS_CHANNEL
@@ -30,7 +29,7 @@ class TuneChurn(Exception):
 
 def render_event(record: TuneRecord) -> bytes:
     data = record.public().model_dump(mode="json")
-    return orjson.dumps({"type": EVENT_TYPES[record.status], "data": data})
+    return dump_json({"type": EVENT_TYPES[record.status], "data": data})
 
 
 class TuneUpdater:
