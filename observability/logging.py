@@ -10,12 +10,24 @@ import structlog
 
 from observability.redaction import redact_processor
 
+# Valid unescaped inside JSON strings, yet line breaks to str.splitlines() and to some log
+# tools: escaped, so a hostile value cannot start a forged line.
+_LINE_BREAKS = {"\u2028": "\\u2028", "\u2029": "\\u2029", "\x85": "\\u0085"}
+
+
+def _json_line(obj: object, **_: object) -> str:
+    text = orjson.dumps(obj).decode()
+    if not text.isascii():
+        for raw, escaped in _LINE_BREAKS.items():
+            text = text.replace(raw, escaped)
+    return text
+
 
 def configure_logging(level: str = "info", *, json: bool = True) -> None:
     """Configure structlog and the stdlib root logger; safe to call more than once."""
     numeric = logging.getLevelNamesMapping().get(level.upper(), logging.INFO)
     renderer: structlog.typing.Processor = (
-        structlog.processors.JSONRenderer(serializer=lambda obj, **_: orjson.dumps(obj).decode())
+        structlog.processors.JSONRenderer(serializer=_json_line)
         if json
         else structlog.dev.ConsoleRenderer(colors=False)
     )

@@ -26,7 +26,9 @@ ADAPTERS = {
 # Replaced, not dropped: positive_data_acceptance by its narrowed twin in schemathesis_hooks.
 # use_after_free assumes a DELETE removes the resource; the contract's DELETE cancels a job,
 # which stays readable (status "canceled"), so a read after it is correct, not a leak.
-MAX_EXAMPLES = 30  # per operation and phase; the runs must total at least 1,000 cases
+# One worker: CPython 3.11 can raise "AST constructor recursion depth mismatch" when two
+# threads compile at once (hypothesis describing a lambda while another thread imports).
+MAX_EXAMPLES = 25  # per operation and phase; the runs must total at least 1,000 cases
 MIN_CASES = 1000
 
 
@@ -45,7 +47,7 @@ def run_schemathesis(
         [sys.executable, "-m", "schemathesis.cli", "--config-file", str(workdir / f"{name}.toml"),
          "run", f"{url}/openapi.json", "--checks", "all",
          "--exclude-checks", "positive_data_acceptance,use_after_free",
-         "--max-examples", str(MAX_EXAMPLES), "--seed", "1", "--workers", "2",
+         "--max-examples", str(MAX_EXAMPLES), "--seed", "1", "--workers", "1",
          "--request-timeout", "70", "--no-color", *only],
         capture_output=True,
         text=True,
@@ -62,6 +64,7 @@ def cases(output: str) -> int:
     return int(match.group(1).replace(",", "")) if match else 0
 
 
+@pytest.mark.timeout(600)
 async def test_schemathesis_finds_nothing(
     redis_url: str, procs: ProcessGroup, tmp_path: Path
 ) -> None:
