@@ -21,6 +21,7 @@ from bench.rediscluster import ClusterNodes, start_cluster
 from gateway.app import create_app
 from gateway.config import Settings
 from tests.helpers import Receiver, free_port, make_settings
+from tests.processes import ProcessGroup
 
 
 def start_redis(directory: Path, *extra: str) -> tuple[subprocess.Popen[bytes], int]:
@@ -154,3 +155,11 @@ async def gateway() -> AsyncIterator[Gateway]:
     yield start
     for client in clients:
         await client.close()
+
+
+@pytest.fixture
+def procs(tmp_path: Path) -> Iterator[ProcessGroup]:
+    """Real processes for one test (`gateway serve`, `gateway simulate`), stopped by PID."""
+    group = ProcessGroup(tmp_path)
+    yield group
+    group.stop_all()

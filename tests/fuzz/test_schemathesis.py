@@ -7,7 +7,6 @@ import os
 import re
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -30,13 +29,6 @@ ADAPTERS = {
 # threads compile at once (hypothesis describing a lambda while another thread imports).
 MAX_EXAMPLES = 25  # per operation and phase; the runs must total at least 1,000 cases
 MIN_CASES = 1000
-
-
-@pytest.fixture
-def procs(tmp_path: Path) -> Iterator[ProcessGroup]:
-    group = ProcessGroup(tmp_path)
-    yield group
-    group.stop_all()
 
 
 def run_schemathesis(
