@@ -74,6 +74,7 @@ async def test_another_tenants_ids_are_404_on_every_route_and_change_nothing(
     a_usage = await (await client.get("/v1/usage", headers=AUTH)).json()
     assert a_usage["total"]["jobs"] == 1
     today = datetime.now(UTC).date().isoformat()
+    midnight = f"{today}T00:00:00Z"  # `since` is a date-time (the body is read strictly)
 
     b = OTHER_AUTH
     track = f"{running['id']}.0"
@@ -91,7 +92,7 @@ async def test_another_tenants_ids_are_404_on_every_route_and_change_nothing(
             ("GET", "/v1/deliveries/dead?tenant=acme", None, b, 404),
         ],
         "POST /v1/deliveries/replay": [
-            ("POST", "/v1/deliveries/replay", {"tenant": "acme", "since": today}, b, 404),
+            ("POST", "/v1/deliveries/replay", {"tenant": "acme", "since": midnight}, b, 404),
         ],
         "POST /v1/deliveries/{id}/replay": [
             ("POST", f"/v1/deliveries/{j}/replay", None, b, 404) for j in a_jobs
