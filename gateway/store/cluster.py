@@ -49,9 +49,9 @@ class TimedRedisCluster(RedisCluster):
     timing = CommandTiming(None)
 
     async def execute_command(self, *args: Any, **kwargs: Any) -> Any:
-        blocking = any(isinstance(a, str | bytes) and a in ("BLOCK", b"BLOCK") for a in args)
         call = super().execute_command(*args, **kwargs)
-        return await self.timing.observe(self.timing.operation(args), call, timed=not blocking)
+        timed = not self.timing.blocking(args)
+        return await self.timing.observe(self.timing.operation(args), call, timed=timed)
 
     def pipeline(self, transaction: Any | None = None, shard_hint: Any | None = None) -> Any:
         pipe = TimedClusterPipeline(self, transaction)  # type: ignore[abstract]

@@ -37,6 +37,11 @@ class CommandTiming:
             return self.scripts.get(str(args[1]), "EVALSHA")
         return name
 
+    @staticmethod
+    def blocking(args: tuple[Any, ...]) -> bool:
+        """A blocking read (`... BLOCK ms`): one tuple scan, no per-argument isinstance."""
+        return "BLOCK" in args or b"BLOCK" in args
+
     async def observe(self, operation: str, call: Awaitable[T], *, timed: bool = True) -> T:
         metrics = self.metrics
         if metrics is None:
@@ -75,11 +80,10 @@ class TimedRedis(redis.Redis):
     timing = CommandTiming(None)
 
     async def execute_command(self, *args: Any, **options: Any) -> Any:
-        blocking = any(isinstance(a, str | bytes) and a in ("BLOCK", b"BLOCK") for a in args)
         return await self.timing.observe(
             self.timing.operation(args),
             super().execute_command(*args, **options),  # type: ignore[no-untyped-call]
-            timed=not blocking,
+            timed=not self.timing.blocking(args),
         )
 
     def pipeline(self, transaction: bool = True, shard_hint: str | None = None) -> Pipeline:
