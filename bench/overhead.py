@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import loadgen, servers
-from bench.overhead_report import plot, summarize, table
+from bench.overhead_report import markdown, plot, summarize, table
 from bench.rig import (
     AUTH,
     DIRECT_BODY,
@@ -225,17 +225,27 @@ def main(argv: list[str] | None = None) -> int:
         },
     }
     with Rig(WORKDIR) as rig:
-        if "submit" in parts:
-            results["submit"] = submit_part(rig, args, rates)
-        if "cluster" in parts:
-            results["cluster"] = cluster_part(rig, args)
-        if "inflight" in parts:
-            results.update(inflight_and_webhooks(rig, args.inflight))
+        # A part that fails is reported as failed; the others' figures are still written.
+        for part, run in (
+            ("submit", lambda: {"submit": submit_part(rig, args, rates)}),
+            ("cluster", lambda: {"cluster": cluster_part(rig, args)}),
+            ("inflight", lambda: inflight_and_webhooks(rig, args.inflight)),
+        ):
+            if part not in parts:
+                continue
+            try:
+                results.update(run())
+            except Exception as exc:  # recorded in the results; the run goes on
+                print(f"  part {part} failed: {exc!r}", flush=True)
+                results.setdefault("failed_parts", {})[part] = repr(exc)
+                for name in ("gateway-1", "gateway-2"):
+                    rig.stop(name)
     results["summary"] = summarize(results)
     results["elapsed_seconds"] = round(time.monotonic() - started, 1)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "overhead.json").write_text(json.dumps(results, indent=1, default=str) + "\n")
     plot(results, args.out / "overhead.png")
+    (args.out / "overhead.md").write_text(markdown(results))
     print()
     print(table(results))
     print(f"\nwrote {args.out / 'overhead.json'} and .png in {results['elapsed_seconds']} s")

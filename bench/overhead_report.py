@@ -189,3 +189,43 @@ def plot(results: dict[str, Any], path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def _fmt(value: Any, digits: int = 0) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "—"
+    return f"{value:,.{digits}f}"
+
+
+def markdown(results: dict[str, Any]) -> str:
+    """The README's overhead table, straight from the results."""
+    s = results.get("summary", {})
+    closed, opened = s.get("closed", {}), s.get("open", {})
+    at500 = opened.get("500.0", opened.get("500", {}))
+    own = {"gateway": "gateway-1", "gateway_x2": "gateway-1", "nginx": "proxy",
+           "litellm": "litellm", "direct": "mock"}  # fmt: skip
+    rows = [
+        "| | req/s (closed loop) | CPU us/request: itself + Redis | added p50 / p99 at 500/s |",
+        "|---|---|---|---|",
+    ]
+    names = {"direct": "direct to the mock", "nginx": "nginx `least_conn`",
+             "gateway": "**the gateway** (1 instance)", "gateway_x2": "two gateways behind nginx",
+             "litellm": "LiteLLM proxy (1 worker)"}  # fmt: skip
+    for name, label in names.items():
+        if name not in closed:
+            continue
+        c = closed[name]
+        cpu = c["cpu_us_per_request"]
+        itself = cpu.get(own[name], math.nan)
+        if name == "gateway_x2":
+            itself = cpu.get("gateway-1", 0) + cpu.get("gateway-2", 0)
+        redis = cpu.get("redis")
+        cpu_text = _fmt(itself) + (f" + {_fmt(redis)}" if redis is not None else "")
+        lat = at500.get(name, {})
+        added = (
+            f"+{_fmt(lat.get('added_p50'), 2)} / +{_fmt(lat.get('added_p99'), 2)} ms"
+            if "added_p50" in lat
+            else "—"
+        )
+        rows.append(f"| {label} | {_fmt(c['rps'])} | {cpu_text} | {added} |")
+    return "\n".join(rows) + "\n"

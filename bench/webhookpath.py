@@ -37,6 +37,7 @@ BATCHES = 10
 SUBMIT_RATE = 600.0  # jobs/s while loading (open loop)
 CONCURRENCY = 64  # provider webhooks in flight at once
 QUEUED = 1000  # webhooks sent while the receiver is down
+POST_BUDGET = 90.0  # seconds of posting at most, whatever the gateway's pace
 
 
 class Receiver:
@@ -151,16 +152,19 @@ async def _post_all(url: str, calls: list[tuple[str, str, bytes]]) -> dict[str, 
         connector=aiohttp.TCPConnector(limit=CONCURRENCY), timeout=timeout
     ) as session:
 
+        deadline = time.monotonic() + POST_BUDGET
+
         async def worker() -> None:
-            while queue:
+            while queue and time.monotonic() < deadline:
                 _, path, body = queue.pop()
                 try:
                     async with session.post(url + path, data=body) as resp:
                         await resp.read()
                         key = str(resp.status)
-                except aiohttp.ClientError:
+                except (aiohttp.ClientError, TimeoutError):
                     key = "error"
                 statuses[key] = statuses.get(key, 0) + 1
+            statuses["not_sent"] = len(queue)
 
         await asyncio.gather(*(worker() for _ in range(CONCURRENCY)))
     return statuses
