@@ -96,10 +96,17 @@ def _used_memory(rig: Rig) -> int:
     return used
 
 
+def _stored_jobs(rig: Rig) -> int:
+    client = rig.redis_client()
+    count = sum(1 for _ in client.scan_iter(match="gw:{j*}:job:*", count=1000))
+    client.close()
+    return count
+
+
 def load_inflight(rig: Rig, url: str, body: str, count: int) -> list[dict[str, Any]]:
     batch = max(1, count // BATCHES)
-    curve = []
-    for i in range(BATCHES):
+    curve: list[dict[str, Any]] = []
+    for _ in range(BATCHES):
         with CpuWindow(rig, ["gateway-1", "redis"]) as window:
             result = loadgen.open_loop(
                 f"{url}/v1/generations", body, AUTH,
@@ -108,7 +115,7 @@ def load_inflight(rig: Rig, url: str, body: str, count: int) -> list[dict[str, A
         accepted = result["statuses"].get("202", 0)
         curve.append(
             {
-                "in_flight_before": i * batch,
+                "in_flight_before": sum(c["accepted"] for c in curve),
                 "accepted": accepted,
                 "statuses": result["statuses"],
                 "cpu_us_per_submit": window.per_request_us(accepted),
@@ -151,7 +158,6 @@ async def _post_all(url: str, calls: list[tuple[str, str, bytes]]) -> dict[str, 
     async with aiohttp.ClientSession(
         connector=aiohttp.TCPConnector(limit=CONCURRENCY), timeout=timeout
     ) as session:
-
         deadline = time.monotonic() + POST_BUDGET
 
         async def worker() -> None:
@@ -219,8 +225,11 @@ def inflight_and_webhooks(rig: Rig, count: int) -> dict[str, Any]:
         base = _used_memory(rig)
         rss0 = rig.rss("gateway-1")
         curve = load_inflight(rig, url, body, count)
-        loaded = sum(c["accepted"] for c in curve)
+        accepted = sum(c["accepted"] for c in curve)
+        # Jobs the store holds (a request the client gave up on may still have made one).
+        loaded = _stored_jobs(rig)
         memory = {
+            "jobs_accepted": accepted,
             "jobs_in_flight": loaded,
             "gateway_rss_mib_idle": round(rss0 / 2**20, 1),
             "gateway_rss_mib_in_flight": round(rig.rss("gateway-1") / 2**20, 1),
