@@ -164,6 +164,7 @@ def plot(results: dict[str, Any], path: Path) -> None:
                 axes[1].plot(xs, ys, style, color=colour, marker="o", label=f"{name} {q[6:]}")
     axes[1].set_xscale("log")
     axes[1].set_yscale("symlog", linthresh=1)
+    axes[1].set_ylim(bottom=0)
     axes[1].set_xlabel("offered requests/s (open loop)")
     axes[1].set_title("added latency over direct, ms")
     axes[1].legend(fontsize=7)
