@@ -8,7 +8,7 @@ from collections.abc import Awaitable, Callable
 
 import structlog
 from aiohttp import web
-from redis.exceptions import RedisError
+from redis.exceptions import RedisClusterException, RedisError
 
 from gateway.context import SERVICES
 from gateway.errors import (
@@ -73,7 +73,7 @@ def make_middlewares(metrics: Metrics) -> list[Callable[..., Awaitable[web.Strea
             return await handler(request)
         except GatewayError as exc:
             return error_response(exc)
-        except RedisError:
+        except (RedisError, RedisClusterException):  # the latter: a cluster's slot map away
             # The store is away (restarting, unreachable): nothing was decided; try again.
             log.warning("store_unavailable", path=request.path)
             metrics.store_outage_responses.labels(_route(request)).inc()

@@ -14,6 +14,8 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from redis.asyncio.cluster import ClusterNode, ClusterPipeline, RedisCluster
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
 
 from gateway.store.timing import CommandTiming
 
@@ -67,6 +69,9 @@ def open_cluster(url: str, timing: CommandTiming) -> TimedRedisCluster:
         password=unquote(parts.password) if parts.password else None,
         ssl=parts.scheme == "rediss+cluster",
         max_connections=256,
+        # As the single-node pool: ride out a node restart or failover (~5 s of backoff);
+        # every write is safe to retry. redis-py refreshes the slot map between tries.
+        retry=Retry(ExponentialBackoff(cap=1.0, base=0.05), retries=8),
         socket_connect_timeout=2,
         socket_timeout=5,
         health_check_interval=15,
