@@ -212,6 +212,16 @@ def _tunes() -> dict[str, Any]:
                     parameter["schema"]["minLength"] = 1
                 if parameter["name"] == "cursor":
                     parameter["schema"] = {"type": "number", "minimum": 0, "maximum": 1e12}
+    # Stateful testing follows these: a created tune is read, then canceled or deleted.
+    names = {("post", ""): "createTune", ("get", ""): "listTunes"}
+    names |= {("get", "/{id}"): "readTune", ("delete", "/{id}"): "deleteTune"}
+    for (method, tail), operation_id in names.items():
+        paths[f"/v1/tunes{tail}"][method]["operationId"] = operation_id
+    accepted = paths["/v1/tunes"]["post"]["responses"]["202"]
+    accepted["links"] = {
+        verb: {"operationId": f"{verb}Tune", "parameters": {"id": "$response.body#/id"}}
+        for verb in ("read", "delete")
+    }
     return paths
 
 
