@@ -10,12 +10,15 @@ schedules.py). Commands and pipelines are timed like the single-node client's.
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from redis.asyncio.cluster import ClusterNode, ClusterPipeline, RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from gateway.store.timing import CommandTiming
 
@@ -36,6 +39,26 @@ def startup_nodes(url: str) -> list[tuple[str, int]]:
     return nodes
 
 
+# redis-py's cluster client answers a connection error on one node by closing the
+# connections of every node (to rediscover the slots), under the feet of commands that
+# other tasks are sending on them at that moment: those fail with an AttributeError on the
+# dropped reader or writer instead of a connection error. Every command the gateway sends
+# is safe to repeat (versioned compare-and-set, named reservation members), so such a
+# command is sent again, and reported as the connection error it is if that keeps failing.
+_DROPPED_TRIES = 4
+
+
+async def _resend_if_dropped(send: Callable[[], Awaitable[Any]]) -> Any:
+    for attempt in range(_DROPPED_TRIES):
+        try:
+            return await send()
+        except AttributeError as exc:
+            if attempt == _DROPPED_TRIES - 1:
+                raise RedisConnectionError("cluster connection dropped mid-command") from exc
+            await asyncio.sleep(0.02 * (attempt + 1))
+    raise AssertionError("unreachable")
+
+
 class TimedClusterPipeline(ClusterPipeline):
     timing: CommandTiming
 
@@ -51,7 +74,9 @@ class TimedRedisCluster(RedisCluster):
     timing = CommandTiming(None)
 
     async def execute_command(self, *args: Any, **kwargs: Any) -> Any:
-        call = super().execute_command(*args, **kwargs)
+        call = _resend_if_dropped(
+            lambda: super(TimedRedisCluster, self).execute_command(*args, **kwargs)
+        )
         timed = not self.timing.blocking(args)
         return await self.timing.observe(self.timing.operation(args), call, timed=timed)
 
