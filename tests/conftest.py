@@ -17,6 +17,7 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from adapters.base import SimulatorSettings
 from adapters.registry import ADAPTERS
+from adapters.simkit import engine_key
 from bench.rediscluster import ClusterNodes, start_cluster
 from gateway.app import create_app
 from gateway.config import Settings
@@ -107,9 +108,15 @@ Simulator = Callable[..., Awaitable[tuple[str, TestServer]]]
 
 
 @pytest.fixture
-async def simulator() -> AsyncIterator[Simulator]:
+def simulator_servers() -> list[TestServer]:
+    """The simulators this test started (`simulator` starts them, `gateway` quiets them)."""
+    return []
+
+
+@pytest.fixture
+async def simulator(simulator_servers: list[TestServer]) -> AsyncIterator[Simulator]:
     """Start provider simulators on free ports; returns (base_url, server)."""
-    servers: list[TestServer] = []
+    servers = simulator_servers
 
     async def start(adapter: str = "modelslab", **settings: Any) -> tuple[str, TestServer]:
         """The simulator's base_url (origin + its API path) and its server."""
@@ -138,8 +145,17 @@ Gateway = Callable[..., Awaitable[TestClient[web.Request, web.Application]]]
 
 
 @pytest.fixture
-async def gateway() -> AsyncIterator[Gateway]:
-    """Start gateway instances in-process; each gets its own port and public_url."""
+async def gateway(
+    simulator: Simulator,
+    simulator_servers: list[TestServer],
+    receiver: tuple[Receiver, str],
+) -> AsyncIterator[Gateway]:
+    """Start gateway instances in-process; each gets its own port and public_url.
+
+    It depends on the simulators and the receiver so that they outlive the gateways: a
+    connection that reaches a server while it closes is accepted and never closed, and
+    surfaces later as an "unclosed transport" warning in whatever test runs then.
+    """
     clients: list[TestClient[web.Request, web.Application]] = []
 
     async def start(
@@ -153,6 +169,11 @@ async def gateway() -> AsyncIterator[Gateway]:
         return client
 
     yield start
+    # Provider callbacks are the only calls into a gateway that nothing awaits: stop them
+    # (the simulators' workers and callbacks) before the gateways close. The simulators'
+    # HTTP servers still answer the gateways' last polls.
+    for server in simulator_servers:
+        await server.app[engine_key].stop()
     for client in clients:
         await client.close()
 
