@@ -6,7 +6,8 @@ import sys
 
 from adapters.base import trainer_of
 from adapters.registry import ADAPTERS
-from gateway.config import ConfigError, Settings, backend_matches, load_config
+from gateway.config import Settings, backend_matches
+from gateway.config_file import ConfigError, load_config
 
 
 def check_config(path: str) -> int:

@@ -12,7 +12,8 @@ from collections.abc import Callable
 from aiohttp import web
 
 from gateway.app import create_app
-from gateway.config import ConfigError, Settings, Shutdown, load_config
+from gateway.config import Settings, Shutdown
+from gateway.config_file import ConfigError, load_config
 from gateway.context import SERVICES
 from gateway.drain import stop_taking_work
 from observability.logging import configure_logging, get_logger

@@ -13,7 +13,8 @@ import pytest
 import yaml
 
 from adapters.registry import ADAPTERS
-from gateway.config import hash_key, parse_config
+from gateway.config import hash_key
+from gateway.config_file import parse_config
 from tests.deploy.tools import DEPLOY, ROOT, compose_config, kustomize, run, tool
 
 PROMETHEUS = DEPLOY / "prometheus"

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from gateway.config import ConfigError, hash_key, parse_config
+from gateway.config import hash_key
+from gateway.config_file import ConfigError, parse_config
 
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 GOOD = f"""

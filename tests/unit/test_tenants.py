@@ -8,7 +8,8 @@ import pytest
 from aiohttp.test_utils import make_mocked_request
 
 from gateway.auth import Directory
-from gateway.config import ConfigError, Quotas, Tenant, hash_key, parse_config
+from gateway.config import Quotas, Tenant, hash_key
+from gateway.config_file import ConfigError, parse_config
 from gateway.errors import Forbidden, Unauthorized
 from gateway.quotas import daily_window, month_bounds
 from tests.helpers import SECRET

@@ -1,0 +1,272 @@
+"""The fleet's Lua scripts: reservations on the ledger, health, rate limits, learned speed.
+
+Each is atomic and keeps its KEYS in one hash slot (`{fleet}` or a tenant's, see keys.py);
+gateway/store/scripts.py re-exports them with the job, queue and quota scripts.
+"""
+
+from __future__ import annotations
+
+_NOW = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+"""
+
+# A backend's reservations live in three keys: `res` (member -> lease expiry), `start`
+# (member -> start ms: the order they are served in) and `load` (hash: `v` version, bumped by
+# every change, and `w` total work), so routing reads aggregates and the first few members
+# in start order: O(parallelism) per backend, never O(jobs in flight). A member is
+# `track~work~started_ms~expected_end_ms` (routing.router.member).
+_LOAD = """
+local function work_of(m)
+  return tonumber(string.match(m, '^[^~]*~([^~]*)~')) or 0
+end
+local function started_of(m)
+  return tonumber(string.match(m, '^[^~]*~[^~]*~([^~]*)~')) or 0
+end
+local function expire(res, start, load)
+  local gone = redis.call('ZRANGEBYSCORE', res, '-inf', now)
+  if #gone == 0 then return end
+  local w = 0
+  for _, m in ipairs(gone) do
+    redis.call('ZREM', start, m)
+    w = w + work_of(m)
+  end
+  redis.call('ZREMRANGEBYSCORE', res, '-inf', now)
+  redis.call('HINCRBYFLOAT', load, 'w', -w)
+  redis.call('HINCRBY', load, 'v', 1)
+end
+local function settle(res, load)
+  if redis.call('ZCARD', res) == 0 then redis.call('HSET', load, 'w', 0) end
+end
+local function state(res, start, load, k)
+  local h = redis.call('HMGET', load, 'v', 'w')
+  local head = {}
+  if k > 0 then head = redis.call('ZRANGE', start, 0, k - 1) end
+  return {redis.call('ZCARD', res), h[2] or '0', tonumber(h[1] or '0'), head}
+end
+"""
+
+# KEYS: per candidate (preference order) its res, start and load keys. ARGV: lease_ms, then
+# per candidate: cap, need, version (-1: do not check), head (members to read back), and
+# `need` members. Stops at a candidate whose version differs from the one the choice was
+# made on (its load changed since: the caller re-decides on the fresh state), else reserves
+# on the first with room. Returns {status (1 reserved, 2 changed, 0 none had room), index,
+# then per candidate looked at: {count, work, version, head}}.
+RESERVE = (
+    _NOW
+    + _LOAD
+    + """
+local expires = now + tonumber(ARGV[1])
+local pos = 2
+local out = {0, 0}
+for i = 1, #KEYS / 3 do
+  local res, start, load = KEYS[3 * i - 2], KEYS[3 * i - 1], KEYS[3 * i]
+  local cap, need = tonumber(ARGV[pos]), tonumber(ARGV[pos + 1])
+  local version, k = tonumber(ARGV[pos + 2]), tonumber(ARGV[pos + 3])
+  expire(res, start, load)
+  settle(res, load)
+  local v = tonumber(redis.call('HGET', load, 'v') or '0')
+  if version >= 0 and version ~= v then
+    out[1], out[2] = 2, i
+    out[#out + 1] = state(res, start, load, k)
+    return out
+  end
+  if redis.call('ZCARD', res) + need <= cap then
+    local w = 0
+    for j = 1, need do
+      local m = ARGV[pos + 3 + j]
+      redis.call('ZADD', res, expires, m)
+      redis.call('ZADD', start, started_of(m), m)
+      w = w + work_of(m)
+    end
+    redis.call('HINCRBYFLOAT', load, 'w', w)
+    redis.call('HINCRBY', load, 'v', 1)
+    out[1], out[2] = 1, i
+    out[#out + 1] = state(res, start, load, k)
+    return out
+  end
+  out[#out + 1] = state(res, start, load, k)
+  pos = pos + 4 + need
+end
+return out
+"""
+)
+
+# KEYS: res, start, load of one backend. ARGV: head, then members. Returns its state.
+RELEASE = (
+    _NOW
+    + _LOAD
+    + """
+local w, removed = 0, 0
+for i = 2, #ARGV do
+  if redis.call('ZREM', KEYS[1], ARGV[i]) == 1 then
+    redis.call('ZREM', KEYS[2], ARGV[i])
+    w = w + work_of(ARGV[i])
+    removed = removed + 1
+  end
+end
+if removed > 0 then
+  redis.call('HINCRBYFLOAT', KEYS[3], 'w', -w)
+  redis.call('HINCRBY', KEYS[3], 'v', 1)
+  settle(KEYS[1], KEYS[3])
+end
+return state(KEYS[1], KEYS[2], KEYS[3], tonumber(ARGV[1]))
+"""
+)
+
+# KEYS: per backend res, start, load, health; then the speed hash and the learned
+# parallelism hash. ARGV: per backend, how many members to read in start order.
+# Returns {server_now_ms, speeds (flat), parallelism (flat), then per backend:
+# {count, work, version, head}, health (flat)}.
+SNAPSHOT = (
+    _NOW
+    + _LOAD
+    + """
+local n = (#KEYS - 2) / 4
+local out = {now, redis.call('HGETALL', KEYS[#KEYS - 1]), redis.call('HGETALL', KEYS[#KEYS])}
+for i = 1, n do
+  local res, start, load = KEYS[4 * i - 3], KEYS[4 * i - 2], KEYS[4 * i - 1]
+  expire(res, start, load)
+  settle(res, load)
+  out[#out + 1] = state(res, start, load, tonumber(ARGV[i]))
+  out[#out + 1] = redis.call('HGETALL', KEYS[4 * i])
+end
+return out
+"""
+)
+
+# KEYS: reservation sets. ARGV: lease_ms, then per key a count followed by members.
+# Extends leases of members that still exist (XX: a released member stays released) and
+# returns, per key, the members that no longer exist.
+RENEW = (
+    _NOW
+    + """
+local expires = now + tonumber(ARGV[1])
+local pos = 2
+local out = {}
+for i, key in ipairs(KEYS) do
+  local count = tonumber(ARGV[pos])
+  local missing = {}
+  for j = 1, count do
+    if redis.call('ZADD', key, 'XX', 'CH', expires, ARGV[pos + j]) == 0 then
+      missing[#missing + 1] = ARGV[pos + j]
+    end
+  end
+  out[i] = missing
+  pos = pos + count + 1
+end
+return out
+"""
+)
+
+# KEYS: the failing backend's health hash, then every backend's health hash (the pool).
+# ARGV: threshold, base_ms, max_ms, max_share. Returns {ejected (0/1), until_ms or failures}.
+RECORD_FAILURE = (
+    _NOW
+    + """
+local h = KEYS[1]
+local failures = redis.call('HINCRBY', h, 'failures', 1)
+local ejected_until = tonumber(redis.call('HGET', h, 'ejected_until') or '0')
+if failures < tonumber(ARGV[1]) or ejected_until > now then return {0, failures} end
+local ejected = 0
+for i = 2, #KEYS do
+  if tonumber(redis.call('HGET', KEYS[i], 'ejected_until') or '0') > now then
+    ejected = ejected + 1
+  end
+end
+if ejected + 1 > tonumber(ARGV[4]) * (#KEYS - 1) then return {0, failures} end
+local count = redis.call('HINCRBY', h, 'ejections', 1)
+local duration = math.min(tonumber(ARGV[2]) * 2 ^ (count - 1), tonumber(ARGV[3]))
+local until_ms = now + duration
+-- Half-open once the time is up: the next failure ejects again, a success clears it.
+redis.call('HSET', h, 'ejected_until', until_ms, 'failures', tonumber(ARGV[1]) - 1)
+return {1, until_ms}
+"""
+)
+
+# KEYS: bucket. ARGV: interval_ms (1/rate), tolerance_ms ((burst-1) * interval).
+# GCRA: returns 0 when allowed, else milliseconds until a request would be.
+RATE_LIMIT = (
+    _NOW
+    + """
+local interval = tonumber(ARGV[1])
+local tolerance = tonumber(ARGV[2])
+local tat = tonumber(redis.call('GET', KEYS[1]) or now)
+if tat < now then tat = now end
+local allow_at = tat - tolerance
+if now < allow_at then return math.ceil(allow_at - now) end
+local new_tat = tat + interval
+redis.call('SET', KEYS[1], new_tat, 'PX', math.ceil(new_tat - now + interval))
+return 0
+"""
+)
+
+# KEYS: the backend's health hash. ARGV: max_ms. A success closes the half-open state; a
+# long healthy spell since the last ejection forgets how often it was ejected.
+RECORD_SUCCESS = (
+    _NOW
+    + """
+redis.call('HSET', KEYS[1], 'failures', 0)
+local ejected_until = tonumber(redis.call('HGET', KEYS[1], 'ejected_until') or '0')
+if ejected_until > 0 and now - ejected_until > tonumber(ARGV[1]) then
+  redis.call('HSET', KEYS[1], 'ejections', 0)
+end
+return 1
+"""
+)
+
+# KEYS: the backend's health hash. ARGV: ms. Extends (never shortens) a 429 cool-down.
+COOL_DOWN = (
+    _NOW
+    + """
+local until_ms = now + tonumber(ARGV[1])
+local current = tonumber(redis.call('HGET', KEYS[1], 'cooldown_until') or '0')
+if until_ms > current then redis.call('HSET', KEYS[1], 'cooldown_until', until_ms) end
+return until_ms
+"""
+)
+
+# KEYS: the speed hash, the learned parallelism hash, the backend's recent service
+# intervals. ARGV: backend, observed seconds per unit ('' if none), alpha, service start and
+# end ms ('' if the provider did not say), window (intervals kept), a unique tag. Speed is
+# a bounded EWMA; parallelism is how many of the recent intervals run at once, counted at
+# each interval's midpoint, upper quartile (routing.load.peak_overlap).
+# Returns {speed or false, parallelism or false}.
+LEARN = """
+local out = {false, false}
+local seen = tonumber(ARGV[2])
+if seen then
+  local old = tonumber(redis.call('HGET', KEYS[1], ARGV[1]) or '')
+  local alpha = tonumber(ARGV[3])
+  local value = seen
+  if old then
+    value = (1 - alpha) * old + alpha * math.min(math.max(seen, old / 4), old * 4)
+  end
+  redis.call('HSET', KEYS[1], ARGV[1], value)
+  out[1] = tostring(value)
+end
+local s, e = tonumber(ARGV[4]), tonumber(ARGV[5])
+if s and e and e > s then
+  redis.call('ZADD', KEYS[3], e, s .. ':' .. e .. ':' .. ARGV[7])
+  redis.call('ZREMRANGEBYRANK', KEYS[3], 0, -tonumber(ARGV[6]) - 1)
+  local spans = {}
+  for _, m in ipairs(redis.call('ZRANGE', KEYS[3], 0, -1)) do
+    local a, b = string.match(m, '^([^:]+):([^:]+):')
+    spans[#spans + 1] = {tonumber(a), tonumber(b)}
+  end
+  local counts = {}
+  for _, x in ipairs(spans) do
+    local mid = (x[1] + x[2]) / 2
+    local count = 0
+    for _, y in ipairs(spans) do
+      if y[1] <= mid and mid < y[2] then count = count + 1 end
+    end
+    counts[#counts + 1] = count
+  end
+  table.sort(counts, function(a, b) return a > b end)
+  local best = counts[math.floor(#counts / 4) + 1]
+  redis.call('HSET', KEYS[2], ARGV[1], best)
+  out[2] = best
+end
+return out
+"""
