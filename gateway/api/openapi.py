@@ -21,6 +21,19 @@ from adapters.normalized import (
     GenerationRequest,
     url_pattern,
 )
+from gateway.api.openapi_parts import (
+    ADMIN,
+    EITHER,
+    TENANT,
+    errors_of,
+    given,
+    json_body,
+    json_of,
+    nullable,
+    path_param,
+    query_param,
+    ref,
+)
 from gateway.api.openapi_tunes import TUNE_MODELS, tailor_tune_request, tune_paths, tune_webhooks
 from gateway.api.schemas import (
     BackendList,
@@ -60,73 +73,6 @@ _MODELS: list[tuple[type[BaseModel], Any]] = [
     (UsageReport, "serialization"),
 ]
 
-ERRORS = {
-    400: "malformed: the body is not JSON, or a query parameter is not what it should be",
-    401: "missing or unknown API key",
-    403: "the key is valid but this operation needs an admin key",
-    404: "no such resource (or not yours)",
-    409: "conflicts with the resource's state (or an Idempotency-Key reused with another body)",
-    413: "the body is larger than the configured limit (error.details[0].limit, .setting)",
-    415: "the body is not application/json",
-    422: (
-        "a field is invalid (code invalid_request; details name each field), a URL is refused "
-        "(code url_refused: its host is or resolves to an internal address, or does not "
-        "resolve), or no backend this tenant may use can serve the request "
-        "(code no_eligible_backend)"
-    ),
-    502: "the provider refused the operation",
-    429: "over a rate limit or quota, or the gateway queue is full; see Retry-After",
-    503: "the store is unavailable or every eligible backend is ejected; see Retry-After",
-}
-TENANT: list[dict[str, list[str]]] = [{"tenantKey": []}]
-ADMIN: list[dict[str, list[str]]] = [{"adminKey": []}]
-EITHER = TENANT + ADMIN
-
-
-def _ref(model: type[BaseModel] | str) -> dict[str, str]:
-    name = model if isinstance(model, str) else model.__name__
-    return {"$ref": f"#/components/schemas/{name}"}
-
-
-def _json(model: type[BaseModel], description: str) -> dict[str, Any]:
-    return {"description": description, "content": {"application/json": {"schema": _ref(model)}}}
-
-
-def _errors(*statuses: int) -> dict[str, Any]:
-    out = {}
-    for status in statuses:
-        response = _json(ErrorBody, ERRORS[status])
-        if status in (429, 503):
-            response["headers"] = {"Retry-After": {"schema": {"type": "integer", "minimum": 0}}}
-        if status == 401:
-            response["headers"] = {"WWW-Authenticate": {"schema": {"type": "string"}}}
-        out[str(status)] = response
-    return out
-
-
-def _body(model: type[BaseModel]) -> dict[str, Any]:
-    return {"required": True, "content": {"application/json": {"schema": _ref(model)}}}
-
-
-def _path(name: str, schema: dict[str, Any]) -> dict[str, Any]:
-    return {"name": name, "in": "path", "required": True, "schema": schema}
-
-
-def _query(name: str, schema: dict[str, Any], required: bool = False) -> dict[str, Any]:
-    return {"name": name, "in": "query", "required": required, "schema": schema}
-
-
-def _nullable(schema: dict[str, Any]) -> dict[str, Any]:
-    return {"anyOf": [schema, {"type": "null"}], "default": None}
-
-
-def _given(props: dict[str, Any], *fields: str) -> dict[str, Any]:
-    """Each of `fields` is present, not null, and valid as its property says."""
-    return {
-        "properties": {f: props[f]["anyOf"][0] for f in fields},
-        "required": list(fields),
-    }
-
 
 def url_schemas(settings: Settings) -> tuple[dict[str, Any], dict[str, Any]]:
     """The schemas of a callback URL and of an image reference (URL or `data:` URI)."""
@@ -144,10 +90,10 @@ def tailor_request(schemas: dict[str, Any], settings: Settings) -> None:
     url, image = url_schemas(settings)
     request = schemas["GenerationRequest"]
     props = request["properties"]
-    props["init_image"] = _nullable(image)
-    props["mask_image"] = _nullable(image)
+    props["init_image"] = nullable(image)
+    props["mask_image"] = nullable(image)
     props["webhook_url"] = {
-        **_nullable(url),
+        **nullable(url),
         "description": "Where the result is delivered; its host must be public (or allow-listed).",
     }
     schemas["ControlNet"]["properties"]["image"] = image
@@ -160,11 +106,11 @@ def tailor_request(schemas: dict[str, Any], settings: Settings) -> None:
     }
     props["metadata"]["description"] = "Echoed in the job and the webhook; at most 16 KiB as JSON."
     request["allOf"] = [
-        {"if": _given(props, "width"), "then": _given(props, "height")},
-        {"if": _given(props, "height"), "then": _given(props, "width")},
-        {"not": _given(props, "width", "aspect_ratio")},
-        {"if": _given(props, "mask_image"), "then": _given(props, "init_image")},
-        {"if": _given(props, "strength"), "then": _given(props, "init_image")},
+        {"if": given(props, "width"), "then": given(props, "height")},
+        {"if": given(props, "height"), "then": given(props, "width")},
+        {"not": given(props, "width", "aspect_ratio")},
+        {"if": given(props, "mask_image"), "then": given(props, "init_image")},
+        {"if": given(props, "strength"), "then": given(props, "init_image")},
     ]
 
 
@@ -173,9 +119,9 @@ def build_document(settings: Settings) -> dict[str, Any]:
     components = schemas["$defs"]
     tailor_request(components, settings)
     tailor_tune_request(components, settings, *url_schemas(settings))
-    job_id = _path("id", {"type": "string", "pattern": JOB_ID_PATTERN})
+    job_id = path_param("id", {"type": "string", "pattern": JOB_ID_PATTERN})
     names = sorted(b.name for b in settings.backends)
-    backend_name = _path("name", {"type": "string", "enum": names})
+    backend_name = path_param("name", {"type": "string", "enum": names})
     return {
         "openapi": "3.1.0",
         "info": {"title": "Image generation gateway", "version": "1"},
@@ -191,22 +137,22 @@ def build_document(settings: Settings) -> dict[str, Any]:
             "generation": {
                 "post": {
                     "summary": "Delivered to the request's webhook_url when the job ends",
-                    "requestBody": _body(WebhookEvent),
+                    "requestBody": json_body(WebhookEvent),
                     "responses": {"200": {"description": "any 2xx acknowledges"}},
                 }
             },
-            **tune_webhooks(_ref),
+            **tune_webhooks(ref),
         },
     }
 
 
 def _tunes() -> dict[str, Any]:
     """The tune operations, under the tenant key, with the store-outage 503 every route has."""
-    paths = tune_paths(_ref, _json, _errors)
+    paths = tune_paths(ref, json_of, errors_of)
     for operations in paths.values():
         for operation in operations.values():
             operation["security"] = TENANT
-            operation["responses"].update(_errors(503))
+            operation["responses"].update(errors_of(503))
             for parameter in operation.get("parameters", []):
                 if parameter["name"] == "Idempotency-Key":
                     parameter["schema"]["minLength"] = 1
@@ -241,10 +187,10 @@ def _paths(
                         "schema": {"type": "string", "minLength": 1, "maxLength": 255},
                     }
                 ],
-                "requestBody": _body(GenerationRequest),
+                "requestBody": json_body(GenerationRequest),
                 "responses": {
                     "202": {
-                        **_json(Job, "accepted"),
+                        **json_of(Job, "accepted"),
                         "headers": {"Location": {"schema": {"type": "string"}}},
                         "links": {
                             "read": {
@@ -257,7 +203,7 @@ def _paths(
                             },
                         },
                     },
-                    **_errors(400, 401, 409, 413, 415, 422, 429, 503),
+                    **errors_of(400, 401, 409, 413, 415, 422, 429, 503),
                 },
             }
         },
@@ -268,16 +214,22 @@ def _paths(
                 "security": TENANT,
                 "parameters": [
                     job_id,
-                    _query("wait", {"type": "number", "minimum": 0, "maximum": 60}),
+                    query_param("wait", {"type": "number", "minimum": 0, "maximum": 60}),
                 ],
-                "responses": {"200": _json(Job, "the job"), **_errors(400, 401, 404, 503)},
+                "responses": {
+                    "200": json_of(Job, "the job"),
+                    **errors_of(400, 401, 404, 503),
+                },
             },
             "delete": {
                 "summary": "Cancel a job that has not finished",
                 "operationId": "cancelGeneration",
                 "security": TENANT,
                 "parameters": [job_id],
-                "responses": {"200": _json(Job, "canceled"), **_errors(401, 404, 409, 503)},
+                "responses": {
+                    "200": json_of(Job, "canceled"),
+                    **errors_of(401, 404, 409, 503),
+                },
             },
         },
         "/v1/backends": {
@@ -285,7 +237,10 @@ def _paths(
                 "summary": "Backends' health, load and capacity (a tenant sees those it may use)",
                 "operationId": "listBackends",
                 "security": EITHER,
-                "responses": {"200": _json(BackendList, "the fleet"), **_errors(401, 503)},
+                "responses": {
+                    "200": json_of(BackendList, "the fleet"),
+                    **errors_of(401, 503),
+                },
             }
         },
         **{
@@ -296,8 +251,8 @@ def _paths(
                     "security": ADMIN,
                     "parameters": [backend_name],
                     "responses": {
-                        "200": _json(BackendStatus, f"{verb}ed"),
-                        **_errors(401, 403, 404, 503),
+                        "200": json_of(BackendStatus, f"{verb}ed"),
+                        **errors_of(401, 403, 404, 503),
                     },
                 }
             }
@@ -312,13 +267,13 @@ def _paths(
                 "operationId": "listDeadLetters",
                 "security": EITHER,
                 "parameters": [
-                    _query("tenant", {"type": "string"}),
-                    _query("since", _since()),
-                    _query("limit", {"type": "integer", "minimum": 1, "maximum": 1000}),
+                    query_param("tenant", {"type": "string"}),
+                    query_param("since", _since()),
+                    query_param("limit", {"type": "integer", "minimum": 1, "maximum": 1000}),
                 ],
                 "responses": {
-                    "200": _json(DeadLetterList, "dead letters"),
-                    **_errors(400, 401, 404, 503),
+                    "200": json_of(DeadLetterList, "dead letters"),
+                    **errors_of(400, 401, 404, 503),
                 },
             }
         },
@@ -329,8 +284,8 @@ def _paths(
                 "security": EITHER,
                 "parameters": [job_id],
                 "responses": {
-                    "202": _json(Job, "queued for delivery"),
-                    **_errors(401, 404, 409, 503),
+                    "202": json_of(Job, "queued for delivery"),
+                    **errors_of(401, 404, 409, 503),
                 },
             }
         },
@@ -339,10 +294,10 @@ def _paths(
                 "summary": "Replay every dead-lettered webhook since a time",
                 "operationId": "replayDeliveries",
                 "security": EITHER,
-                "requestBody": _body(ReplayRequest),
+                "requestBody": json_body(ReplayRequest),
                 "responses": {
-                    "202": _json(ReplayResult, "how many"),
-                    **_errors(400, 401, 404, 413, 415, 422, 503),
+                    "202": json_of(ReplayResult, "how many"),
+                    **errors_of(400, 401, 404, 413, 415, 422, 503),
                 },
             }
         },
@@ -352,12 +307,15 @@ def _paths(
                 "operationId": "usage",
                 "security": EITHER,
                 "parameters": [
-                    _query("from", {"type": "string", "format": "date"}),
-                    _query("to", {"type": "string", "format": "date"}),
-                    _query("group_by", {"type": "string", "enum": ["backend", "day"]}),
-                    _query("tenant", {"type": "string"}),
+                    query_param("from", {"type": "string", "format": "date"}),
+                    query_param("to", {"type": "string", "format": "date"}),
+                    query_param("group_by", {"type": "string", "enum": ["backend", "day"]}),
+                    query_param("tenant", {"type": "string"}),
                 ],
-                "responses": {"200": _json(UsageReport, "usage"), **_errors(400, 401, 404, 503)},
+                "responses": {
+                    "200": json_of(UsageReport, "usage"),
+                    **errors_of(400, 401, 404, 503),
+                },
             }
         },
         "/webhooks/{backend}/{track_id}": {
@@ -365,14 +323,14 @@ def _paths(
                 "summary": "Provider callbacks (authenticated by the token in the URL)",
                 "operationId": "providerCallback",
                 "parameters": [
-                    _path("backend", {"type": "string", "enum": names}),
-                    _path("track_id", {"type": "string"}),
-                    _query("token", {"type": "string"}, required=True),
+                    path_param("backend", {"type": "string", "enum": names}),
+                    path_param("track_id", {"type": "string"}),
+                    query_param("token", {"type": "string"}, required=True),
                 ],
                 "requestBody": {"content": {"application/json": {"schema": {}}}},
                 "responses": {
-                    "200": _json(WebhookAck, "acknowledged"),
-                    **_errors(401, 404, 413, 503),
+                    "200": json_of(WebhookAck, "acknowledged"),
+                    **errors_of(401, 404, 413, 503),
                 },
             }
         },
@@ -380,7 +338,7 @@ def _paths(
             "get": {
                 "summary": "Liveness",
                 "operationId": "healthz",
-                "responses": {"200": _json(Health, "alive")},
+                "responses": {"200": json_of(Health, "alive")},
             }
         },
         "/readyz": {
@@ -388,8 +346,8 @@ def _paths(
                 "summary": "Readiness: not draining, store reachable and a routable backend",
                 "operationId": "readyz",
                 "responses": {
-                    "200": _json(Readiness, "ready"),
-                    "503": _json(Readiness, "not ready"),
+                    "200": json_of(Readiness, "ready"),
+                    "503": json_of(Readiness, "not ready"),
                 },
             }
         },
