@@ -92,16 +92,23 @@ def time_left(slot: Slot, seconds_per_unit: float, now: float) -> float:
 
 
 def start_delay(free: Sequence[float], queued_seconds: float, parallelism: int) -> float:
-    """Seconds until a new job starts: the workers' free times filled with the queued work."""
-    levels = sorted([*free[:parallelism], *[0.0] * max(0, parallelism - len(free))])
-    left, level = max(0.0, queued_seconds), levels[0]
-    for i in range(1, len(levels)):
-        cost = (levels[i] - level) * i
+    """Seconds until a new job starts: the workers' free times filled with the queued work.
+
+    Idle workers (level 0) are one block, so this costs O(busy workers), not O(parallelism):
+    a backend configured with a parallelism of 100,000 costs what its reservations cost.
+    """
+    busy = sorted(free[:parallelism])
+    idle = parallelism - len(busy)
+    left = max(0.0, queued_seconds)
+    level, width, rest = (0.0, idle, busy) if idle > 0 else (busy[0], 1, busy[1:])
+    for next_level in rest:
+        cost = (next_level - level) * width
         if left <= cost:
-            return level + left / i
+            return level + left / width
         left -= cost
-        level = levels[i]
-    return level + left / len(levels)
+        level = next_level
+        width += 1
+    return level + left / width
 
 
 def expected_completion(

@@ -150,3 +150,30 @@ def test_a_decision_reads_only_what_is_in_service_with_100000_in_flight(
     assert len(looked_at) <= 2 * 4 * 2  # per candidate: its 4 in service, for speed and wait
     # ... and the 99,996 waiting there still count, through the total work.
     assert fleet.expected_completion("a", 7.86) > 0.5 * 10 * 99_000 / 4
+
+
+def _water_fill(free: list[float], queued: float, parallelism: int) -> float:
+    """The definition start_delay computes: every worker as one level, filled one by one."""
+    levels = sorted([*free[:parallelism], *[0.0] * max(0, parallelism - len(free))])
+    left, level = queued, levels[0]
+    for i in range(1, len(levels)):
+        if left <= (levels[i] - level) * i:
+            return level + left / i
+        left -= (levels[i] - level) * i
+        level = levels[i]
+    return level + left / len(levels)
+
+
+def test_start_delay_is_the_water_fill_and_costs_only_busy_workers() -> None:
+    rng = random.Random(5)
+    for _ in range(5000):
+        parallelism = rng.randint(1, 12)
+        free = [rng.choice([0.0, rng.uniform(0, 5)]) for _ in range(rng.randint(0, 15))]
+        queued = rng.choice([0.0, rng.uniform(0, 10)])
+        assert start_delay(free, queued, parallelism) == pytest.approx(
+            _water_fill(free, queued, parallelism)
+        )
+    # Idle workers are one block: a huge configured parallelism (a mock, a hosted API) is
+    # not a list of that many levels (the bench's 100,000 made every submit cost ~7 ms).
+    assert start_delay([2.0, 4.0], 0.0, 10**12) == 0.0
+    assert start_delay([2.0], 10**12, 10**12) == pytest.approx(1.0)
