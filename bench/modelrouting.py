@@ -115,7 +115,8 @@ class SimLedger:
         loads: dict[str, Reserved] = {}
         for offer in offers:
             name, held = offer.backend, self.members[offer.backend]
-            if offer.version >= 0 and offer.version != self.versions[name]:
+            grew = sum(s.work for s in held.values()) > offer.seen_work + 1e-9
+            if offer.version >= 0 and offer.version != self.versions[name] and grew:
                 loads[name] = self.state(name)
                 return Outcome(None, name, loads)
             if len(held) + len(offer.members) <= offer.capacity:
@@ -182,6 +183,18 @@ class SimLedger:
             parallel = self.parallelism[backend] = peak_overlap(spans)
         self.changed(backend)
         return speed, parallel
+
+    async def finish(
+        self,
+        backend: str,
+        members: Sequence[str],
+        head: int,
+        seconds_per_unit: float | None,
+        service: tuple[float, float] | None,
+        tag: str,
+    ) -> tuple[Reserved, float | None, int | None]:
+        speed, parallel = await self.learn(backend, seconds_per_unit, service, tag)
+        return await self.release(backend, members, head), speed, parallel
 
     def sync(self, view: FleetView, name: str | None = None) -> None:
         """What FleetSync.apply copies from a snapshot into the view (one backend or all)."""

@@ -12,7 +12,14 @@ from bench.fleet import FLEET, Arrival, BackendSpec, Mix, arrivals, capacity
 from bench.modelrouting import SimLedger, SimView, build_backends, candidates, run_sync
 from gateway.store.fleet import SPEED_ALPHA
 from routing.policies import Policy, make_policy
-from routing.router import AllFull, EjectionRules, NoRoutableBackend, Reservation, Router
+from routing.router import (
+    AllFull,
+    Completion,
+    EjectionRules,
+    NoRoutableBackend,
+    Reservation,
+    Router,
+)
 
 MAX_ATTEMPTS = 3  # routing.max_attempts default
 ORACLE = "oracle"  # greedy earliest finish, within the fleet's admission limits
@@ -102,21 +109,15 @@ class RouterPlacer:
         if job.server is None or not job.members:
             return
         name = job.server.spec.name
-        run_sync(self.router.release(name, job.members))
-        if job.status == "succeeded" and job.finished is not None:
-            seconds = job.finished - job.placed_at
-            # The provider's generationTime: the job's own service interval.
-            service = (job.started, job.finished) if self.model.settings.service_time else None
-            run_sync(
-                self.router.learn(
-                    name,
-                    seconds,
-                    job.work_per_slot,
-                    job.backlog,
-                    service=service,
-                    tag=str(job.index),
-                )
-            )
+        if job.status != "succeeded" or job.finished is None:
+            run_sync(self.router.release(name, job.members))
+            return
+        # The provider's generationTime: the job's own service interval.
+        service = (job.started, job.finished) if self.model.settings.service_time else None
+        done = Completion(
+            job.finished - job.placed_at, job.work_per_slot, job.backlog, service, str(job.index)
+        )
+        run_sync(self.router.finish(name, job.members, done))
 
     def probe(self, server: Server) -> None:
         """FleetSync._probe: a dead backend fails its probe; a live one closes half-open."""

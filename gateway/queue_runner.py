@@ -111,6 +111,10 @@ class QueueRunner:
         """Dispatch queued jobs while there is room; returns how many were placed."""
         placed = 0
         self._holding = False
+        if not any(self._queue.waiting.values()):
+            # Nothing in line as last counted (each tick) or pushed here since: a job's end
+            # wakes every instance, and most of the time there is no line to look at.
+            return placed
         while self._room() > 0 and not self._stopping:
             # The first few in line, left in line while they are looked at: only a job
             # that goes now is taken out (so the queue's fair clock moves as it would).

@@ -47,7 +47,7 @@ from observability.metrics import Metrics
 from routing.backends import Backend
 from routing.eligibility import Eligibility
 from routing.policies import make_policy
-from routing.router import EjectionRules, Router
+from routing.router import Completion, EjectionRules, Router
 from routing.view import FleetView
 
 
@@ -99,24 +99,21 @@ class Services:
         await self.store.close()
 
 
-async def learn_speed(router: Router, record: JobRecord) -> None:
-    """A succeeded job teaches its backend's speed: submit-to-result time for its work."""
+def completion(record: JobRecord) -> Completion | None:
+    """What a succeeded job teaches its backend: submit-to-result time for its work."""
     if record.status is not JobStatus.SUCCEEDED or not record.backend or record.work_per_slot <= 0:
-        return
+        return None
     parts = record.current_parts()
     started = [p.submitted_at for p in parts if p.submitted_at is not None]
     if not started or record.completed_at is None:
-        return
-    seconds = (record.completed_at - min(started)).total_seconds()
+        return None
     # Each part ran on its own slot: the first one's service interval teaches the speed
     # (work_per_slot is per part) and, overlapping with others', the parallelism.
-    service = next((p.service for p in parts if p.service is not None), None)
-    await router.learn(
-        record.backend,
-        seconds,
-        record.work_per_slot,
-        record.backlog,
-        service=service,
+    return Completion(
+        seconds=(record.completed_at - min(started)).total_seconds(),
+        work=record.work_per_slot,
+        backlog=record.backlog,
+        service=next((p.service for p in parts if p.service is not None), None),
         tag=f"{record.id}.{parts[0].n}",
     )
 
@@ -191,11 +188,18 @@ async def build_services(
     )
 
     async def on_final(record: JobRecord) -> None:
+        done = completion(record)
         if record.backend and record.reserved:
-            await router.release(record.backend, record.reserved)
+            # Its slots free up and its backend learns from it, in one round trip.
+            if done is None:
+                await router.release(record.backend, record.reserved)
+            else:
+                await router.finish(record.backend, record.reserved, done)
             held.drop(record.backend, record.reserved)
             for runner in runner_ref:
                 runner.wake()
+        elif done is not None and record.backend:
+            await router.learn(record.backend, done)
         await quotas.finished(record.tenant, record.id)
         metrics.jobs.labels(record.tenant, record.status.value).inc()
         if record.usage is not None and record.backend:
@@ -205,7 +209,6 @@ async def build_services(
             metrics.job_duration.labels(record.backend or "none", record.status.value).observe(
                 (record.completed_at - record.created_at).total_seconds()
             )
-        await learn_speed(router, record)
 
     updater = JobUpdater(
         jobs,

@@ -26,6 +26,7 @@ class Offer:
     capacity: int
     members: Sequence[str]
     version: int = -1  # the load version the choice was made on; -1: do not check
+    seen_work: float = 0.0  # the total work reserved there at that version
     head: int = 1  # reservations to read back in start order (what is in service)
 
 
@@ -59,6 +60,16 @@ class Ledger(Protocol):
         tag: str,
     ) -> tuple[float | None, int | None]: ...
 
+    async def finish(
+        self,
+        backend: str,
+        members: Sequence[str],
+        head: int,
+        seconds_per_unit: float | None,
+        service: tuple[float, float] | None,
+        tag: str,
+    ) -> tuple[Reserved, float | None, int | None]: ...
+
 
 def member(track: str, work: float, started: float, expected_end: float) -> str:
     """A reservation member carries its work, start and expected end, so every instance can
@@ -79,6 +90,18 @@ def parse_slot(member_name: str) -> Slot | None:
         return Slot(float(parts[1]), int(parts[2]) / 1000, int(parts[3]) / 1000, parts[0])
     except ValueError:
         return None
+
+
+@dataclass(frozen=True)
+class Completion:
+    """What a finished job teaches its backend: `seconds` from submit to result for `work`
+    units with `backlog` units ahead, or the provider's own `service` interval (epoch s)."""
+
+    seconds: float
+    work: float
+    backlog: float
+    service: tuple[float, float] | None = None
+    tag: str = ""
 
 
 @dataclass(frozen=True)
@@ -223,10 +246,11 @@ class Router:
         own = view.expected_completion(name, c.work_per_slot, queued=False)
         ends = now + own
         members = tuple(member(t, c.work_per_slot, now, ends) for t in tracks[: c.need])
-        version = view.states[name].reserved.version if check else -1
+        reserved = view.states[name].reserved
+        version = reserved.version if check else -1
         capacity = view.capacity(name)
         capacity = max(c.need, capacity - int(capacity * held_back))
-        offer = Offer(name, capacity, members, version, self.head(name))
+        offer = Offer(name, capacity, members, version, reserved.work, self.head(name))
         expected = own - view.reported_wait(name)
         return offer, Reservation(c, members, view.backlog(name), expected)
 
@@ -279,33 +303,41 @@ class Router:
     async def cool_down(self, backend: str, seconds: float) -> None:
         self.view.states[backend].cooldown_until = await self._ledger.cool_down(backend, seconds)
 
-    async def learn(
-        self,
-        backend: str,
-        seconds: float,
-        work: float,
-        backlog: float,
-        *,
-        service: tuple[float, float] | None = None,
-        tag: str = "",
-    ) -> None:
-        """Fold one completed job into the backend's speed (and parallelism).
-
-        Where the provider said when the generation ran (`service`, epoch s), the speed is
-        its duration over the work. Otherwise `seconds` ran from submit to result for
-        `work` units with `backlog` units ahead; by the load model that took
-        max(work, (backlog + work) / parallelism) unit-times.
-        """
-        if service is not None and service[1] > service[0] and work > 0:
-            observed: float | None = (service[1] - service[0]) / work
-        else:
-            service = None
-            parallelism = self.view.parallelism[backend]
-            units = max(work, (backlog + work) / max(1, parallelism))
-            observed = seconds / units if units > 0 and seconds > 0 else None
+    async def learn(self, backend: str, done: Completion) -> None:
+        """Fold one completed job into the backend's speed (and parallelism)."""
+        observed, service = self._observation(backend, done)
         if observed is None and service is None:
             return
-        speed, parallel = await self._ledger.learn(backend, observed, service, tag)
+        self._learned(backend, *await self._ledger.learn(backend, observed, service, done.tag))
+
+    async def finish(self, backend: str, members: Sequence[str], done: Completion) -> None:
+        """A job's end: `release` its slots and `learn` from it, in one round trip."""
+        observed, service = self._observation(backend, done)
+        self.view.drop_slots(backend, [s for s in map(parse_slot, members) if s is not None])
+        reserved, speed, parallel = await self._ledger.finish(
+            backend, members, self.head(backend), observed, service, done.tag
+        )
+        self.view.note_reserved(backend, reserved)
+        self._learned(backend, speed, parallel)
+
+    def _observation(
+        self, backend: str, done: Completion
+    ) -> tuple[float | None, tuple[float, float] | None]:
+        """(seconds per unit, service interval) a completion shows, each None if it shows none.
+
+        Where the provider said when the generation ran (`service`), the speed is its
+        duration over the work. Otherwise `seconds` ran from submit to result for `work`
+        units with `backlog` units ahead; by the load model that took
+        max(work, (backlog + work) / parallelism) unit-times.
+        """
+        service, work = done.service, done.work
+        if service is not None and service[1] > service[0] and work > 0:
+            return (service[1] - service[0]) / work, service
+        parallelism = self.view.parallelism[backend]
+        units = max(work, (done.backlog + work) / max(1, parallelism))
+        return (done.seconds / units if units > 0 and done.seconds > 0 else None), None
+
+    def _learned(self, backend: str, speed: float | None, parallel: int | None) -> None:
         if speed is not None:
             self.view.states[backend].seconds_per_unit = speed
         if parallel is not None:

@@ -73,17 +73,34 @@ def _load_keys(backend: str) -> list[str]:
     ]
 
 
+def _learn_keys(backend: str) -> list[str]:
+    return [keys.speeds(), keys.parallelism(), keys.service_times(backend)]
+
+
+def _learn_args(
+    backend: str, seconds_per_unit: float | None, service: tuple[float, float] | None, tag: str
+) -> list[str | float | int]:
+    start, end = (f"{int(service[0] * 1000)}", f"{int(service[1] * 1000)}") if service else ("", "")
+    speed = "" if seconds_per_unit is None else f"{seconds_per_unit:.6g}"
+    return [backend, speed, SPEED_ALPHA, start, end, SERVICE_WINDOW, tag]
+
+
+def _learned(speed: Any, parallel: Any) -> tuple[float | None, int | None]:
+    return (float(speed) if speed else None, int(parallel) if parallel else None)
+
+
 class FleetStore:
     def __init__(self, store: Store, backends: Sequence[str]) -> None:
         self._store = store
         self._names = list(backends)
 
     async def reserve(self, offers: Sequence[Offer], lease: float) -> Outcome:
-        """Reserve on the first offer with room, unless an offer's load changed since its
+        """Reserve on the first offer with room, unless an offer's load grew since its
         version was read (then nothing is reserved: the caller decides again)."""
         args: list[str | int] = [int(lease * 1000)]
         for offer in offers:
-            args += [offer.capacity, len(offer.members), offer.version, offer.head]
+            seen = repr(offer.seen_work)  # exact: the float the script's own reply gave
+            args += [offer.capacity, len(offer.members), offer.version, seen, offer.head]
             args += offer.members
         reply = await self._store.run(
             "RESERVE", [k for o in offers for k in _load_keys(o.backend)], args
@@ -172,23 +189,27 @@ class FleetStore:
     ) -> tuple[float | None, int | None]:
         """Fold one completion into the backend's speed and (given the provider's service
         interval, epoch s) its learned parallelism; returns both as now stored."""
-        start, end = (
-            (f"{int(service[0] * 1000)}", f"{int(service[1] * 1000)}") if service else ("", "")
-        )
         speed, parallel = await self._store.run(
-            "LEARN",
-            [keys.speeds(), keys.parallelism(), keys.service_times(backend)],
-            [
-                backend,
-                "" if seconds_per_unit is None else f"{seconds_per_unit:.6g}",
-                SPEED_ALPHA,
-                start,
-                end,
-                SERVICE_WINDOW,
-                tag,
-            ],
+            "LEARN", _learn_keys(backend), _learn_args(backend, seconds_per_unit, service, tag)
         )
-        return (float(speed) if speed else None, int(parallel) if parallel else None)
+        return _learned(speed, parallel)
+
+    async def finish(
+        self,
+        backend: str,
+        members: Sequence[str],
+        head: int,
+        seconds_per_unit: float | None,
+        service: tuple[float, float] | None,
+        tag: str,
+    ) -> tuple[Reserved, float | None, int | None]:
+        """`learn` and `release` in one round trip (a job's end)."""
+        state, speed, parallel = await self._store.run(
+            "FINISH",
+            [*_load_keys(backend), *_learn_keys(backend)],
+            [head, *_learn_args(backend, seconds_per_unit, service, tag), *members],
+        )
+        return (parse_state(state), *_learned(speed, parallel))
 
     async def set_drained(self, backend: str, drained: bool) -> None:
         await self._store.redis.hset(keys.health(backend), "drained", "1" if drained else "0")

@@ -47,11 +47,13 @@ end
 """
 
 # KEYS: per candidate (preference order) its res, start and load keys. ARGV: lease_ms, then
-# per candidate: cap, need, version (-1: do not check), head (members to read back), and
-# `need` members. Stops at a candidate whose version differs from the one the choice was
-# made on (its load changed since: the caller re-decides on the fresh state), else reserves
-# on the first with room. Returns {status (1 reserved, 2 changed, 0 none had room), index,
-# then per candidate looked at: {count, work, version, head}}.
+# per candidate: cap, need, version (-1: do not check), the work seen with that version,
+# head (members to read back), and `need` members. Stops at a candidate whose load grew
+# since the version the choice was made on (another decider reserved there: the caller
+# re-decides on the fresh state); a load that only shrank (releases, expired leases) leaves
+# the choice at least as good, so it stands. Else reserves on the first with room.
+# Returns {status (1 reserved, 2 changed, 0 none had room), index, then per candidate
+# looked at: {count, work, version, head}}.
 RESERVE = (
     _NOW
     + _LOAD
@@ -62,11 +64,12 @@ local out = {0, 0}
 for i = 1, #KEYS / 3 do
   local res, start, load = KEYS[3 * i - 2], KEYS[3 * i - 1], KEYS[3 * i]
   local cap, need = tonumber(ARGV[pos]), tonumber(ARGV[pos + 1])
-  local version, k = tonumber(ARGV[pos + 2]), tonumber(ARGV[pos + 3])
+  local version, seen, k = tonumber(ARGV[pos + 2]), tonumber(ARGV[pos + 3]), tonumber(ARGV[pos + 4])
   expire(res, start, load)
   settle(res, load)
-  local v = tonumber(redis.call('HGET', load, 'v') or '0')
-  if version >= 0 and version ~= v then
+  local h = redis.call('HMGET', load, 'v', 'w')
+  local grew = tonumber(h[2] or '0') > seen + 1e-9
+  if version >= 0 and version ~= tonumber(h[1] or '0') and grew then
     out[1], out[2] = 2, i
     out[#out + 1] = state(res, start, load, k)
     return out
@@ -74,7 +77,7 @@ for i = 1, #KEYS / 3 do
   if redis.call('ZCARD', res) + need <= cap then
     local w = 0
     for j = 1, need do
-      local m = ARGV[pos + 3 + j]
+      local m = ARGV[pos + 4 + j]
       redis.call('ZADD', res, expires, m)
       redis.call('ZADD', start, started_of(m), m)
       w = w + work_of(m)
@@ -86,30 +89,37 @@ for i = 1, #KEYS / 3 do
     return out
   end
   out[#out + 1] = state(res, start, load, k)
-  pos = pos + 4 + need
+  pos = pos + 5 + need
 end
 return out
 """
 )
 
+_RELEASE = """
+local function release_members(res, start, load, first)
+  local w, removed = 0, 0
+  for i = first, #ARGV do
+    if redis.call('ZREM', res, ARGV[i]) == 1 then
+      redis.call('ZREM', start, ARGV[i])
+      w = w + work_of(ARGV[i])
+      removed = removed + 1
+    end
+  end
+  if removed > 0 then
+    redis.call('HINCRBYFLOAT', load, 'w', -w)
+    redis.call('HINCRBY', load, 'v', 1)
+    settle(res, load)
+  end
+end
+"""
+
 # KEYS: res, start, load of one backend. ARGV: head, then members. Returns its state.
 RELEASE = (
     _NOW
     + _LOAD
+    + _RELEASE
     + """
-local w, removed = 0, 0
-for i = 2, #ARGV do
-  if redis.call('ZREM', KEYS[1], ARGV[i]) == 1 then
-    redis.call('ZREM', KEYS[2], ARGV[i])
-    w = w + work_of(ARGV[i])
-    removed = removed + 1
-  end
-end
-if removed > 0 then
-  redis.call('HINCRBYFLOAT', KEYS[3], 'w', -w)
-  redis.call('HINCRBY', KEYS[3], 'v', 1)
-  settle(KEYS[1], KEYS[3])
-end
+release_members(KEYS[1], KEYS[2], KEYS[3], 2)
 return state(KEYS[1], KEYS[2], KEYS[3], tonumber(ARGV[1]))
 """
 )
@@ -232,41 +242,65 @@ return until_ms
 # a bounded EWMA; parallelism is how many of the recent intervals run at once, counted at
 # each interval's midpoint, upper quartile (routing.load.peak_overlap).
 # Returns {speed or false, parallelism or false}.
-LEARN = """
-local out = {false, false}
-local seen = tonumber(ARGV[2])
-if seen then
-  local old = tonumber(redis.call('HGET', KEYS[1], ARGV[1]) or '')
-  local alpha = tonumber(ARGV[3])
-  local value = seen
-  if old then
-    value = (1 - alpha) * old + alpha * math.min(math.max(seen, old / 4), old * 4)
-  end
-  redis.call('HSET', KEYS[1], ARGV[1], value)
-  out[1] = tostring(value)
-end
-local s, e = tonumber(ARGV[4]), tonumber(ARGV[5])
-if s and e and e > s then
-  redis.call('ZADD', KEYS[3], e, s .. ':' .. e .. ':' .. ARGV[7])
-  redis.call('ZREMRANGEBYRANK', KEYS[3], 0, -tonumber(ARGV[6]) - 1)
-  local spans = {}
-  for _, m in ipairs(redis.call('ZRANGE', KEYS[3], 0, -1)) do
-    local a, b = string.match(m, '^([^:]+):([^:]+):')
-    spans[#spans + 1] = {tonumber(a), tonumber(b)}
-  end
-  local counts = {}
-  for _, x in ipairs(spans) do
-    local mid = (x[1] + x[2]) / 2
-    local count = 0
-    for _, y in ipairs(spans) do
-      if y[1] <= mid and mid < y[2] then count = count + 1 end
+_LEARN = """
+local function learn(speeds, par, service, o)
+  local out = {false, false}
+  local seen = tonumber(ARGV[o + 2])
+  if seen then
+    local old = tonumber(redis.call('HGET', speeds, ARGV[o + 1]) or '')
+    local alpha = tonumber(ARGV[o + 3])
+    local value = seen
+    if old then
+      value = (1 - alpha) * old + alpha * math.min(math.max(seen, old / 4), old * 4)
     end
-    counts[#counts + 1] = count
+    redis.call('HSET', speeds, ARGV[o + 1], value)
+    out[1] = tostring(value)
   end
-  table.sort(counts, function(a, b) return a > b end)
-  local best = counts[math.floor(#counts / 4) + 1]
-  redis.call('HSET', KEYS[2], ARGV[1], best)
-  out[2] = best
+  local s, e = tonumber(ARGV[o + 4]), tonumber(ARGV[o + 5])
+  if s and e and e > s then
+    redis.call('ZADD', service, e, s .. ':' .. e .. ':' .. ARGV[o + 7])
+    redis.call('ZREMRANGEBYRANK', service, 0, -tonumber(ARGV[o + 6]) - 1)
+    local spans = {}
+    for _, m in ipairs(redis.call('ZRANGE', service, 0, -1)) do
+      local a, b = string.match(m, '^([^:]+):([^:]+):')
+      spans[#spans + 1] = {tonumber(a), tonumber(b)}
+    end
+    local counts = {}
+    for _, x in ipairs(spans) do
+      local mid = (x[1] + x[2]) / 2
+      local count = 0
+      for _, y in ipairs(spans) do
+        if y[1] <= mid and mid < y[2] then count = count + 1 end
+      end
+      counts[#counts + 1] = count
+    end
+    table.sort(counts, function(a, b) return a > b end)
+    local best = counts[math.floor(#counts / 4) + 1]
+    redis.call('HSET', par, ARGV[o + 1], best)
+    out[2] = best
+  end
+  return out
 end
-return out
 """
+
+LEARN = (
+    _LEARN
+    + """
+return learn(KEYS[1], KEYS[2], KEYS[3], 0)
+"""
+)
+
+# A job's end in one round trip: RELEASE then LEARN (every key is the fleet's).
+# KEYS: res, start, load of the backend, then LEARN's three keys. ARGV: head, LEARN's seven
+# arguments, then the members. Returns {state, speed or false, parallelism or false}.
+FINISH = (
+    _NOW
+    + _LOAD
+    + _RELEASE
+    + _LEARN
+    + """
+local learned = learn(KEYS[4], KEYS[5], KEYS[6], 1)
+release_members(KEYS[1], KEYS[2], KEYS[3], 9)
+return {state(KEYS[1], KEYS[2], KEYS[3], tonumber(ARGV[1])), learned[1], learned[2]}
+"""
+)

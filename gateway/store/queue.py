@@ -55,6 +55,8 @@ class GatewayQueue:
     async def peek(self, count: int) -> list[tuple[str, float]]:
         """The first `count` jobs in line, with their scores, left in line."""
         found = await self._store.redis.zrange(keys.queue(), 0, count - 1, withscores=True)
+        if not found:
+            self.waiting = dict.fromkeys(PRIORITY_CLASSES, 0)  # the line is empty: none wait
         return [
             (m.decode() if isinstance(m, bytes) else str(m), float(s))
             for m, s in cast(list[tuple[bytes | str, float]], found)

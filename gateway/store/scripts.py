@@ -9,6 +9,7 @@ from __future__ import annotations
 # The fleet's scripts live beside these; every script is registered from this module.
 from gateway.store.fleet_scripts import (  # noqa: F401
     COOL_DOWN,
+    FINISH,
     LEARN,
     RATE_LIMIT,
     RECORD_FAILURE,

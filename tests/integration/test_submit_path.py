@@ -34,13 +34,18 @@ async def test_an_instant_result_releases_its_slot_once(redis_url: str, gateway:
     client = await gateway(redis_url, [backend("ml-1", f"http://127.0.0.1:{provider.port}/ml")])
     fleet = client.app[SERVICES].fleet
     released: list[tuple[str, tuple[Any, ...]]] = []
-    real_release = fleet.release
+    real_release, real_finish = fleet.release, fleet.finish
 
     async def counting(backend_name: str, members: Any, head: int) -> Any:
         released.append((backend_name, tuple(members)))
         return await real_release(backend_name, members, head)
 
+    async def counting_finish(backend_name: str, members: Any, head: int, *learn: Any) -> Any:
+        released.append((backend_name, tuple(members)))  # a release that also learns
+        return await real_finish(backend_name, members, head, *learn)
+
     fleet.release = counting  # type: ignore[method-assign]
+    fleet.finish = counting_finish  # type: ignore[method-assign]
     resp = await client.post("/v1/generations", json={"prompt": "instant"}, headers=AUTH)
     job = await resp.json()
     assert resp.status == 202, job
