@@ -18,6 +18,9 @@ HEALTH_OUTCOMES = frozenset({"unavailable", "timeout", "server_error", "auth_fai
 DEFAULT_COOLDOWN = 1.0  # seconds, when a 429 does not say how long
 
 
+HEAD_CAP = 32  # reservations in service read back per backend (see Router.head)
+
+
 @dataclass(frozen=True)
 class Offer:
     """One candidate for the reservation script, in the order the policy prefers."""
@@ -165,8 +168,11 @@ class Router:
         self._deciding = asyncio.Lock()
 
     def head(self, name: str) -> int:
-        """Reservations to read in start order: those in service, and one more."""
-        return self.view.parallelism[name] + 1
+        """Reservations to read in start order: those in service, and one more; at most
+        HEAD_CAP + 1, so a backend that runs thousands at once (a hosted API) costs what a
+        GPU server costs. Beyond the cap, work in service counts as waiting work spread
+        over the idle workers (routing.load): an overestimate of a fraction of one job."""
+        return min(self.view.parallelism[name], HEAD_CAP) + 1
 
     def waits(self, candidates: Sequence[Candidate]) -> bool:
         """Whether a queued job should stay in line now, by this view: its best backend is

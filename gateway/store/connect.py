@@ -13,6 +13,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from gateway.store import scripts
+from gateway.store.batch import ScriptBatcher
 from gateway.store.cluster import is_cluster_url, open_cluster
 from gateway.store.timing import CommandTiming, TimedRedis
 from observability.metrics import Metrics
@@ -43,10 +44,20 @@ class Store:
         timing = getattr(client, "timing", None)
         if isinstance(timing, CommandTiming):
             timing.scripts.update({s.sha: name for name, s in self._scripts.items()})
+        # One Redis: a loop turn's scripts share a round trip (gateway/store/batch.py).
+        self._batcher = (
+            None
+            if memory or cluster
+            else ScriptBatcher(
+                client, self._scripts, timing if isinstance(timing, CommandTiming) else None
+            )
+        )
 
     async def run(self, name: str, keys: Sequence[str], args: Sequence[Arg]) -> Any:
         """Run one script; its keys must share a hash slot (Redis Cluster's rule)."""
         assert len(keys) < 2 or len(set(map(_slot_part, keys))) == 1, f"{name}: spans slots {keys}"
+        if self._batcher is not None:
+            return await self._batcher.run(name, keys, args)
         return await self._scripts[name](keys=list(keys), args=list(args))
 
     def script(self, name: str) -> Any:
@@ -72,6 +83,8 @@ class Store:
             return False
 
     async def close(self) -> None:
+        if self._batcher is not None:
+            await self._batcher.drain()
         if self.cluster:
             await self.redis.aclose()
             return

@@ -58,6 +58,15 @@ class CommandTiming:
             if timed:
                 self._duration(metrics, operation).observe(time.perf_counter() - started)
 
+    def observe_done(self, operation: str, seconds: float, *, failed: bool = False) -> None:
+        """One call's outcome measured elsewhere (a script sent in a batch: the batch's time)."""
+        metrics = self.metrics
+        if metrics is None:
+            return
+        if failed:
+            metrics.store_errors.labels(operation).inc()
+        self._duration(metrics, operation).observe(seconds)
+
     def _duration(self, metrics: Metrics, operation: str) -> Histogram:
         """The labelled child, looked up once per operation: this runs on every command."""
         child = self._durations.get(operation)
