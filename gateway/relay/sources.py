@@ -27,6 +27,12 @@ class DeliverySources:
             return await self.tunes.get(record_id)
         return await self.jobs.get(record_id)
 
+    async def for_delivery(self, record_id: str) -> tuple[Found | None, bytes | None]:
+        """The record and its webhook body, in one read."""
+        if ids.is_tune_id(record_id):
+            return await self.tunes.for_delivery(record_id)
+        return await self.jobs.for_delivery(record_id)
+
     async def delivery_body(self, record_id: str) -> bytes | None:
         if ids.is_tune_id(record_id):
             return await self.tunes.delivery_body(record_id)

@@ -98,6 +98,14 @@ class JobStore:
         body = await self._store.redis.hget(keys.job(job_id), "body")
         return body if isinstance(body, bytes) else None
 
+    async def for_delivery(self, job_id: str) -> tuple[Versioned | None, bytes | None]:
+        """The job and its webhook body, in one read (the relay needs both)."""
+        version, doc, body = await self._store.redis.hmget(keys.job(job_id), ["v", "doc", "body"])
+        if version is None or doc is None:
+            return None, None
+        found = Versioned(int(version), JobRecord.model_validate_json(doc))
+        return found, body if isinstance(body, bytes) else None
+
     async def save(
         self,
         current: Versioned,

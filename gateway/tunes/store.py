@@ -201,6 +201,14 @@ class TuneStore:
         body = await self._store.redis.hget(keys.tune(tune_id), "body")
         return body if isinstance(body, bytes) else None
 
+    async def for_delivery(self, tune_id: str) -> tuple[VersionedTune | None, bytes | None]:
+        """The tune and its webhook body, in one read (the relay needs both)."""
+        version, doc, body = await self._store.redis.hmget(keys.tune(tune_id), ["v", "doc", "body"])
+        if version is None or doc is None:
+            return None, None
+        found = VersionedTune(int(version), TuneRecord.model_validate_json(doc))
+        return found, body if isinstance(body, bytes) else None
+
     async def save_delivery(
         self,
         current: VersionedTune,
