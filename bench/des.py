@@ -4,7 +4,8 @@ Backends are FIFO multi-server queues: `parallelism` workers at a true `seconds_
 a job of w units holds one worker for seconds_per_unit x w (fixed when it starts, as the
 simulator's asyncio.sleep is). The gateway admits at most `max_concurrency` jobs per
 backend (in service + queued there); a job that finds no room waits in the gateway's FIFO
-queue and is placed when a job ends somewhere, as gateway/queue_runner.py does.
+queue and is placed when a job ends somewhere, as gateway/queue_runner.py does (a new job
+joins that line when others already wait, as the API does).
 
 Placement is either the gateway's routing code (bench/placers.py: Router + FleetView +
 policy, learning speeds from completions) or the oracle. Submit and callback latencies are
@@ -181,7 +182,12 @@ class Model:
             self.now = at
             if kind == ARRIVE:
                 assert isinstance(payload, Job)
-                if not self.placer.place(payload):
+                if self.queue:
+                    # api/generations.py: with jobs already waiting a new one is not tried,
+                    # it joins the line and wakes the queue runner.
+                    self.queue.append(payload)
+                    self._drain()
+                elif not self.placer.place(payload):
                     self.queue.append(payload)
             elif kind == FINISH:
                 assert isinstance(payload, tuple)
@@ -224,13 +230,13 @@ class Model:
 
     def _drain(self) -> None:
         """QueueRunner.drain: the first LOOK_AHEAD jobs in line, in order; those that find
-        their backend full stay in line, and the pass ends there."""
+        their backend full stay in line. Another pass while some went and there is room."""
         while self.queue and self.placer.has_room():
             self.placer.pass_started()
             head = [self.queue.popleft() for _ in range(min(LOOK_AHEAD, len(self.queue)))]
             left = [job for job in head if not self.placer.place(job)]
             self.queue.extendleft(reversed(left))
-            if left:
+            if len(left) == len(head):
                 break
 
     def _incident(self, incident: Incident) -> None:

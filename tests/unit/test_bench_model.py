@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from bench.des import Incident, Model, Server, Settings
+from bench.des import Incident, Job, Model, Server, Settings
 from bench.fleet import Arrival, BackendSpec, JobSpec, capacity, mean_work
 from bench.modelrouting import SimLedger, run_sync
 from bench.placers import placer_factory, run_model
@@ -123,3 +123,29 @@ def test_same_seed_same_result() -> None:
     a = run_model("least_loaded", 0.8, 300, 3, fleet=[FAST, SLOW])
     b = run_model("least_loaded", 0.8, 300, 3, fleet=[FAST, SLOW])
     assert a == b
+
+
+def test_a_new_job_joins_the_line_when_others_wait() -> None:
+    # api/generations.py: with jobs waiting, a new one is not tried on its own; it joins
+    # the line and the runner looks at the line in order (the newcomer behind the others,
+    # seeing their work ahead of it).
+    tiny = JobSpec(256, 20, 1)
+    model = _model([(0.0, REF), (0.0, REF), (0.0, REF), (0.1, tiny)], "least_loaded")
+    placer = model.placer
+    placer.ledger.speeds = {"fast": FAST.seconds_per_unit, "slow": SLOW.seconds_per_unit}  # type: ignore[attr-defined]
+    placer.refresh()
+    decided: list[int] = []
+    place = placer.place
+
+    def logged(job: Job) -> bool:
+        decided.append(job.index)
+        return place(job)
+
+    placer.place = logged  # type: ignore[method-assign]
+    model.run(until=0.0)
+    assert [j.index for j in model.queue] == [2]  # fast has 2 (its limit); 2 waits for it
+    decided.clear()
+    model.run(until=0.1)
+    assert decided == [2, 3]  # the line first, then the newcomer (it fits on slow)
+    assert model.jobs[3].server is not None
+    assert model.jobs[3].server.spec.name == "slow"
