@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from bench.fleet import FLEET, Arrival, BackendSpec
-from gateway.queue_runner import LOOK_AHEAD
+from gateway.queue_runner import LOOK_AHEAD, MAX_LOOK_AHEAD
 
 ARRIVE, FINISH, FAIL, DIE, SLOW, PROBE, REFRESH = range(7)
 
@@ -229,14 +229,26 @@ class Model:
         self._drain()
 
     def _drain(self) -> None:
-        """QueueRunner.drain: the first LOOK_AHEAD jobs in line, in order; those that find
-        their backend full stay in line. Another pass while some went and there is room."""
+        """QueueRunner.drain: passes down the line, LOOK_AHEAD jobs at a time and further
+        while there is room (up to MAX_LOOK_AHEAD), in order; those that find their backend
+        full stay in line. Another pass only when the last one stopped at MAX_LOOK_AHEAD
+        having placed some."""
         while self.queue and self.placer.has_room():
             self.placer.pass_started()
-            head = [self.queue.popleft() for _ in range(min(LOOK_AHEAD, len(self.queue)))]
-            left = [job for job in head if not self.placer.place(job)]
-            self.queue.extendleft(reversed(left))
-            if len(left) == len(head):
+            held: list[Job] = []
+            went = 0
+            while self.queue and went + len(held) < MAX_LOOK_AHEAD:
+                want = min(LOOK_AHEAD, MAX_LOOK_AHEAD - went - len(held))
+                for job in [self.queue.popleft() for _ in range(min(want, len(self.queue)))]:
+                    if self.placer.place(job):
+                        went += 1
+                    else:
+                        held.append(job)
+                if not self.placer.has_room():
+                    break
+            cut = bool(self.queue) and went + len(held) >= MAX_LOOK_AHEAD
+            self.queue.extendleft(reversed(held))
+            if not went or not cut:
                 break
 
     def _incident(self, incident: Incident) -> None:

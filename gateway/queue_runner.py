@@ -2,12 +2,16 @@
 
 Woken when any instance finishes a job (slots free up), and every tick as a safety net
 (leases that ran out, backends coming back). Which job goes next is the queue's order
-(gateway/store/queue.py); which slot it takes is routing's, and it is decided late: the
-first few jobs in line are looked at in order (left in line meanwhile), each goes where
-it would finish soonest, and one whose best backend is still full keeps its place (its
-work counted ahead of the jobs behind it there); only a job that goes is taken out. So a
-slow server's free slot goes to a small job that finishes soonest there, not to the large
-job at the head that a fast server will take shortly.
+(gateway/store/queue.py); which slot it takes is routing's, and it is decided late: jobs
+in line are looked at in order (left in line meanwhile), each goes where it would finish
+soonest, and one whose best backend is still full keeps its place (its work counted ahead
+of the jobs behind it there); only a job that goes is taken out. So a slow server's free
+slot goes to a small job that finishes soonest there, not to the large job at the head
+that a fast server will take shortly. While slots stay free the look goes further down the
+line: the work held for the fast servers grows with every job that waits for them, until
+one finds the free slow slot sooner (as the free oracle, placing every job on arrival,
+would have sent it there). Stopping after a fixed few left slow slots idle behind a line
+of jobs that all waited for fast ones: at 95% load the fleet then ran under its arrivals.
 """
 
 from __future__ import annotations
@@ -37,7 +41,13 @@ TICK = 0.25
 # While jobs wait for a backend that is full, look again this often: a slot can free on
 # another instance before its release is visible here (the job's end is published first).
 HOLD_TICK = 0.05
-LOOK_AHEAD = 8  # queued jobs considered for the slots that freed up
+LOOK_AHEAD = 8  # queued jobs read from the line at a time
+# At most this many looked at in one pass while slots stay free. What it takes: with a 4:1
+# fleet, a job waits for a fast worker until ~3 of its own service times of work are held
+# ahead there, so a slow slot is wanted after ~3 x the fast workers' count of jobs (the
+# model's ten-server fleet needs ~16). Bounded because a pass reads every job it looks at,
+# and a slot no job wants (a much slower server) would otherwise cost a read of the line.
+MAX_LOOK_AHEAD = 64
 KNOWN = 4096  # eligibility remembered per queued job (its request does not change)
 
 
@@ -116,24 +126,40 @@ class QueueRunner:
             # wakes every instance, and most of the time there is no line to look at.
             return placed
         while self._room() > 0 and not self._stopping:
-            # The first few in line, left in line while they are looked at: only a job
-            # that goes now is taken out (so the queue's fair clock moves as it would).
-            batch = await self._queue.peek(LOOK_AHEAD)
-            if not batch:
+            went, looked, cut = await self._look()
+            placed += went
+            if went < looked:
+                self._holding = True
+            if not went or not cut:
+                # Nothing could go (wait for the next slot to free up), or every job in
+                # line was looked at with the slots as they are now.
                 break
-            # Work held for each backend is recounted from the head of the line each pass.
-            self._view.ahead = {}
+        return placed
+
+    async def _look(self) -> tuple[int, int, bool]:
+        """One pass down the line: (jobs that went, jobs looked at, whether the pass stopped
+        at MAX_LOOK_AHEAD with jobs and room left)."""
+        # Work held for each backend is recounted from the head of the line each pass.
+        self._view.ahead = {}
+        seen: set[str] = set()
+        went = 0
+        while len(seen) < MAX_LOOK_AHEAD and not self._stopping:
+            # The next few in line, left in line while they are looked at: only a job that
+            # goes now is taken out (so the queue's fair clock moves as it would). Those
+            # that stayed are still at the front, so the next read asks for them too.
+            want = min(LOOK_AHEAD, MAX_LOOK_AHEAD - len(seen))
+            line = await self._queue.peek(len(seen) - went + want)
+            batch = [(job_id, score) for job_id, score in line if job_id not in seen]
+            if not batch:
+                return went, len(seen), False
             records = await asyncio.gather(*(self._jobs.get(job_id) for job_id, _ in batch))
-            went = 0
             for (job_id, _), current in zip(batch, records, strict=True):
                 # In line order, one at a time: each decision sees the ones before it.
+                seen.add(job_id)
                 went += await self._place(job_id, current)
-            placed += went
-            if went < len(batch):
-                self._holding = True
-            if not went:
-                break  # nothing could go: wait for the next slot to free up
-        return placed
+            if len(batch) < want or self._room() <= 0:
+                return went, len(seen), False  # the line ended, or the room is taken
+        return went, len(seen), len(seen) >= MAX_LOOK_AHEAD
 
     async def _place(self, job_id: str, current: Versioned | None) -> bool:
         """True when the job left the line (placed, ended, or gone)."""

@@ -125,6 +125,26 @@ def test_same_seed_same_result() -> None:
     assert a == b
 
 
+def test_the_model_fills_a_free_slow_slot_from_beyond_the_first_few_in_line() -> None:
+    # QueueRunner's late binding, as the model mirrors it (tests/unit/test_policies.py has
+    # the runner's own test): four fast workers busy until 1.0, one idle worker 4x slower,
+    # fifteen jobs arrive at 0.4. The first ten in line finish sooner by waiting for the
+    # fast ones; the eleventh goes to the slow worker at once (4.0 s there, 4.1 s waiting).
+    fast = BackendSpec("fast", 1.0, 4, 4)
+    slow = BackendSpec("slow", 4.0, 1, 1)
+    jobs = [Arrival(i, 0.0 if i < 4 else 0.4, REF) for i in range(19)]
+    model = Model(jobs, placer_factory("least_loaded", 1), fleet=[fast, slow])
+    placer = model.placer
+    placer.ledger.speeds = {"fast": fast.seconds_per_unit, "slow": slow.seconds_per_unit}  # type: ignore[attr-defined]
+    placer.refresh()
+    model.run(until=0.4)
+    on = {j.index: j.server.spec.name for j in model.jobs if j.server is not None}
+    assert on == {0: "fast", 1: "fast", 2: "fast", 3: "fast", 14: "slow"}
+    assert [j.index for j in model.queue][:10] == list(range(4, 14))
+    model.run()
+    assert model.pending == 0
+
+
 def test_a_new_job_joins_the_line_when_others_wait() -> None:
     # api/generations.py: with jobs waiting, a new one is not tried on its own; it joins
     # the line and the runner looks at the line in order (the newcomer behind the others,

@@ -5,6 +5,8 @@ from __future__ import annotations
 import random
 import time
 from collections import Counter
+from types import SimpleNamespace
+from typing import Any
 
 import pytest
 from pydantic import SecretStr
@@ -13,9 +15,16 @@ import routing.load
 from adapters.base import Target
 from adapters.modelslab import FACTORY
 from adapters.normalized import GenerationRequest
+from bench.modelrouting import SimLedger, SimView
+from gateway.dispatch import Dispatched
+from gateway.jobs.model import JobStatus
+from gateway.queue_runner import LOOK_AHEAD, QueueRunner
 from routing.backends import Backend, Candidate
+from routing.eligibility import Eligible
 from routing.load import Reserved, Slot, expected_completion, remaining_work, start_delay
 from routing.policies import make_policy
+from routing.router import AllFull, EjectionRules, Router
+from routing.router import member as router_member
 from routing.view import FleetView
 
 
@@ -177,3 +186,94 @@ def test_start_delay_is_the_water_fill_and_costs_only_busy_workers() -> None:
     # not a list of that many levels (the bench's 100,000 made every submit cost ~7 ms).
     assert start_delay([2.0, 4.0], 0.0, 10**12) == 0.0
     assert start_delay([2.0], 10**12, 10**12) == pytest.approx(1.0)
+
+
+class _Line:
+    """The gateway queue as QueueRunner uses it: jobs in order, left in line when peeked."""
+
+    def __init__(self, ids: list[str]) -> None:
+        self.jobs = [(job_id, float(i)) for i, job_id in enumerate(ids)]
+        self.waiting = {"interactive": len(ids)}
+        self.peeked: list[int] = []
+
+    async def peek(self, count: int) -> list[tuple[str, float]]:
+        self.peeked.append(count)
+        return self.jobs[:count]
+
+    async def take(self, job_id: str) -> float | None:
+        found = [s for j, s in self.jobs if j == job_id]
+        self.jobs = [(j, s) for j, s in self.jobs if j != job_id]
+        return found[0] if found else None
+
+    async def put_back(self, jobs: list[tuple[str, float]]) -> None:
+        self.jobs = sorted([*self.jobs, *jobs], key=lambda js: js[1])
+
+    async def remove(self, job_id: str) -> bool:
+        return await self.take(job_id) is not None
+
+
+class _Records:
+    async def get(self, job_id: str) -> Any:
+        return SimpleNamespace(
+            record=SimpleNamespace(id=job_id, status=JobStatus.QUEUED, request={})
+        )
+
+
+class _Dispatcher:
+    """gateway/dispatch.py's first attempt: reserve through the router, or stay queued."""
+
+    def __init__(self, router: Router, pool: list[Candidate]) -> None:
+        self.router, self.pool = router, pool
+        self.placed: dict[str, str] = {}
+
+    async def eligible(self, record: Any) -> Eligible:
+        return Eligible(self.pool)
+
+    async def dispatch(self, current: Any, eligible: Eligible) -> Dispatched:
+        job_id = current.record.id
+        try:
+            reservation = await self.router.reserve(eligible.candidates, [f"{job_id}.0"], set())
+        except AllFull:
+            return Dispatched(current, placed=False)
+        self.placed[job_id] = reservation.backend
+        return Dispatched(current, placed=True)
+
+
+async def test_a_free_slow_slot_is_filled_from_beyond_the_first_few_in_line() -> None:
+    # Four busy fast workers (free in 0.6 s, 1 s per job) and one idle worker 4x slower. The
+    # first ten in line finish sooner by waiting for the fast ones (the tenth at 0.6 + 9/4 +
+    # 1 = 3.85 s); the eleventh would finish at 4.1 s there, 4 s on the slow one: it goes.
+    # A runner that looked only at the first LOOK_AHEAD (8) left the slow worker idle.
+    now = 1000.0
+    caps = {"fast": 4, "slow": 1}
+    pool = candidates(caps)
+    work = pool[0].plan.work
+    fleet = SimView(lambda: now, dict(caps), 0.5, limits=dict(caps))
+    fleet.states["fast"].seconds_per_unit = 1.0 / work
+    fleet.states["slow"].seconds_per_unit = 4.0 / work
+    busy = [Slot(work, now - 0.4, now + 0.6, f"busy{i}") for i in range(4)]
+    ledger = SimLedger(lambda: now, list(caps))
+    ledger.members["fast"] = {
+        router_member(s.track, s.work, s.started, s.expected_end): s for s in busy
+    }
+    fleet.note_reserved("fast", ledger.state("fast"))
+    router = Router(
+        make_policy("least_loaded", random.Random(1)), fleet, ledger, lease=30.0,
+        ejection=EjectionRules(),
+    )  # fmt: skip
+    line = _Line([f"job{i}" for i in range(1, 16)])
+    dispatcher = _Dispatcher(router, pool)
+    runner = QueueRunner(
+        queue=line, jobs=_Records(), dispatcher=dispatcher, router=router,  # type: ignore[arg-type]
+        backends={c.backend.name: c.backend for c in pool}, view=fleet, metrics=None,  # type: ignore[arg-type]
+    )  # fmt: skip
+    assert await runner.drain() == 1
+    assert dispatcher.placed == {"job11": "slow"}
+    assert [j for j, _ in line.jobs][:10] == [f"job{i}" for i in range(1, 11)]
+    # The rest of the second read (jobs 9-15) was looked at too: each that waits, once.
+    assert fleet.ahead["fast"] == pytest.approx(14 * work)
+    assert max(line.peeked) > LOOK_AHEAD
+    # Nothing is free any more: the next look reads the first few and stops.
+    line.peeked.clear()
+    assert await runner.drain() == 0
+    assert line.peeked == []
