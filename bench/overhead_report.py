@@ -139,6 +139,12 @@ def table(results: dict[str, Any]) -> str:
             f"webhooks: {w['relayed_per_second']}/s, lag {w['lag_ms']}, "
             f"CPU {w['cpu_us_per_webhook']} us, delivered {w['delivered']}/{w['webhooks_posted']}"
         )
+        paced = w.get("below_saturation")
+        if paced:
+            lines.append(
+                f"webhooks at {paced['rate_per_second']:g}/s: lag {paced['lag_ms']}, "
+                f"delivered {paced['delivered']}/{paced['webhooks_posted']}"
+            )
     return "\n".join(lines)
 
 
