@@ -179,7 +179,9 @@ class Relay:
             "dead": DeliveryState.DEAD,
         }
         for _ in range(8):
-            record = current.record.model_copy(deep=True)
+            # This delivery read its own copy of the record: change it in place (no deep
+            # copy); on a conflict it is dropped and a fresh one read.
+            record = current.record
             record.deliveries.append(attempt)
             record.delivery_state = state[action]
             try:

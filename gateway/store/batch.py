@@ -1,10 +1,12 @@
-"""Scripts started in the same event-loop turn go to Redis as one pipeline (auto-pipelining).
+"""Scripts and reads started in the same event-loop turn go to Redis as one pipeline
+(auto-pipelining).
 
-Under load many requests are between awaits at once, each about to run a script. Sent one
-by one, every script pays redis-py's whole per-command path (a pooled connection taken and
-given back, a write, a read under a timeout); batched, a turn's scripts share one of each.
-A lone script still goes out by itself, one loop turn later. Replies come back in order
-and each caller gets its own reply or error: one script's error never fails another's.
+Under load many requests are between awaits at once, each about to run a script or read a
+record. Sent one by one, every call pays redis-py's whole per-command path (a pooled
+connection taken and given back, a write, a read under a timeout); batched, a turn's calls
+share one of each. A lone call still goes out by itself, one loop turn later. Replies come
+back in order and each caller gets its own reply or error: one call's error never fails
+another's.
 
 A pipeline is retried whole by redis-py on a dropped connection, as a lone command is; the
 scripts are written to be safe to resend (versioned compare-and-set, named members).
@@ -27,10 +29,11 @@ from redis.exceptions import NoScriptError
 from gateway.store.timing import CommandTiming
 
 Arg = str | int | float | bytes
-Call = tuple[str, Sequence[str], Sequence[Arg], "asyncio.Future[Any]"]
+# A script (its name, keys, args) or a plain command (name None, the command's words as args).
+Call = tuple[str | None, Sequence[str], Sequence[Arg], "asyncio.Future[Any]"]
 
 
-class ScriptBatcher:
+class Batcher:
     def __init__(
         self, client: redis.Redis, scripts: dict[str, AsyncScript], timing: CommandTiming | None
     ) -> None:
@@ -42,6 +45,15 @@ class ScriptBatcher:
 
     def run(self, name: str, keys: Sequence[str], args: Sequence[Arg]) -> asyncio.Future[Any]:
         """The script's reply, once this turn's batch has been answered."""
+        return self._add(name, keys, args)
+
+    def command(self, *words: Arg) -> asyncio.Future[Any]:
+        """A plain command's reply (parsed as redis-py parses it), batched the same way."""
+        return self._add(None, (), words)
+
+    def _add(
+        self, name: str | None, keys: Sequence[str], args: Sequence[Arg]
+    ) -> asyncio.Future[Any]:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
         if not self._pending:
@@ -65,7 +77,10 @@ class ScriptBatcher:
     async def _one(self, call: Call) -> None:
         name, keys, args, future = call
         try:
-            reply = await self._scripts[name](keys=list(keys), args=list(args))
+            if name is None:
+                reply = await self._client.execute_command(*args)  # type: ignore[no-untyped-call]
+            else:
+                reply = await self._scripts[name](keys=list(keys), args=list(args))
         except BaseException as exc:  # handed to the caller, whatever it is
             _settle(future, error=exc)
         else:
@@ -79,7 +94,10 @@ class ScriptBatcher:
                 self._client.connection_pool, self._client.response_callbacks, False, None
             ) as pipe:
                 for name, keys, args, _ in batch:
-                    pipe.evalsha(self._scripts[name].sha, len(keys), *keys, *args)
+                    if name is None:
+                        pipe.execute_command(*args)
+                    else:
+                        pipe.evalsha(self._scripts[name].sha, len(keys), *keys, *args)
                 replies = await pipe.execute(raise_on_error=False)
         except BaseException as exc:  # the whole batch failed (connection gone for good)
             self._observe(batch, started, failed=True)
@@ -102,8 +120,9 @@ class ScriptBatcher:
         if timing is None or timing.metrics is None:
             return
         elapsed = time.perf_counter() - started
-        for name, *_ in batch:
-            timing.observe_done(name, elapsed, failed=failed)
+        for name, _, args, _ in batch:
+            operation = name if name is not None else str(args[0]).upper()
+            timing.observe_done(operation, elapsed, failed=failed)
 
 
 def _settle(

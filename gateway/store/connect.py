@@ -13,7 +13,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from gateway.store import scripts
-from gateway.store.batch import ScriptBatcher
+from gateway.store.batch import Batcher
 from gateway.store.cluster import is_cluster_url, open_cluster
 from gateway.store.timing import CommandTiming, TimedRedis
 from observability.metrics import Metrics
@@ -48,7 +48,7 @@ class Store:
         self._batcher = (
             None
             if memory or cluster
-            else ScriptBatcher(
+            else Batcher(
                 client, self._scripts, timing if isinstance(timing, CommandTiming) else None
             )
         )
@@ -59,6 +59,12 @@ class Store:
         if self._batcher is not None:
             return await self._batcher.run(name, keys, args)
         return await self._scripts[name](keys=list(keys), args=list(args))
+
+    async def command(self, *words: Arg) -> Any:
+        """One plain command (e.g. a read), batched with the turn's other calls on one Redis."""
+        if self._batcher is not None:
+            return await self._batcher.command(*words)
+        return await self.redis.execute_command(*words)  # type: ignore[no-untyped-call]
 
     def script(self, name: str) -> Any:
         return self._scripts[name]

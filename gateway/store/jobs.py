@@ -89,7 +89,7 @@ class JobStore:
         await self._store.run("DELETE_JOB", [keys.job(job_id), idem, keys.polls(shard)], [job_id])
 
     async def get(self, job_id: str) -> Versioned | None:
-        version, doc = await self._store.redis.hmget(keys.job(job_id), ["v", "doc"])
+        version, doc = await self._store.command("HMGET", keys.job(job_id), "v", "doc")
         if version is None or doc is None:
             return None
         return Versioned(int(version), JobRecord.model_validate_json(doc))
@@ -100,7 +100,9 @@ class JobStore:
 
     async def for_delivery(self, job_id: str) -> tuple[Versioned | None, bytes | None]:
         """The job and its webhook body, in one read (the relay needs both)."""
-        version, doc, body = await self._store.redis.hmget(keys.job(job_id), ["v", "doc", "body"])
+        version, doc, body = await self._store.command(
+            "HMGET", keys.job(job_id), "v", "doc", "body"
+        )
         if version is None or doc is None:
             return None, None
         found = Versioned(int(version), JobRecord.model_validate_json(doc))

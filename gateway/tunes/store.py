@@ -95,7 +95,7 @@ class TuneStore:
         await self._forget(index, [m for m, live in zip(oldest, alive, strict=True) if not live])
 
     async def get(self, tune_id: str) -> VersionedTune | None:
-        version, doc = await self._store.redis.hmget(keys.tune(tune_id), ["v", "doc"])
+        version, doc = await self._store.command("HMGET", keys.tune(tune_id), "v", "doc")
         if version is None or doc is None:
             return None
         return VersionedTune(int(version), TuneRecord.model_validate_json(doc))
@@ -203,7 +203,9 @@ class TuneStore:
 
     async def for_delivery(self, tune_id: str) -> tuple[VersionedTune | None, bytes | None]:
         """The tune and its webhook body, in one read (the relay needs both)."""
-        version, doc, body = await self._store.redis.hmget(keys.tune(tune_id), ["v", "doc", "body"])
+        version, doc, body = await self._store.command(
+            "HMGET", keys.tune(tune_id), "v", "doc", "body"
+        )
         if version is None or doc is None:
             return None, None
         found = VersionedTune(int(version), TuneRecord.model_validate_json(doc))

@@ -98,3 +98,22 @@ async def test_a_cancelled_caller_does_not_break_the_batch(redis_url: str) -> No
             await first
     finally:
         await store.close()
+
+
+async def test_reads_join_the_batch_and_come_back_parsed(redis_url: str) -> None:
+    store = await open_store(redis_url)
+    admin = aioredis.Redis.from_url(redis_url)
+    try:
+        await admin.hset("gw:{j0}:job:x", mapping={"v": "3", "doc": "{}"})
+        await store.run("RATE_LIMIT", [keys.rate_bucket("warm")], [1000, 0])  # loads it
+        read, limited, missing = await asyncio.gather(
+            store.command("HMGET", "gw:{j0}:job:x", "v", "doc", "body"),
+            store.run("RATE_LIMIT", [keys.rate_bucket("r")], [1000, 0]),
+            store.command("HMGET", "gw:{j0}:job:none", "v"),
+        )
+        assert read == [b"3", b"{}", None]
+        assert limited == 0
+        assert missing == [None]
+    finally:
+        await admin.aclose()
+        await store.close()
