@@ -18,7 +18,7 @@ HEALTH_OUTCOMES = frozenset({"unavailable", "timeout", "server_error", "auth_fai
 DEFAULT_COOLDOWN = 1.0  # seconds, when a 429 does not say how long
 
 
-HEAD_CAP = 32  # reservations in service read back per backend (see Router.head)
+HEAD_CAP = 16  # reservations in service read back per backend (see Router.head)
 
 
 @dataclass(frozen=True)
