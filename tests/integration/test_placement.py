@@ -100,4 +100,4 @@ async def test_parallelism_is_learned_from_overlapping_service_times(
     seen = (await (await client.get("/v1/backends", headers=ADMIN)).json())["backends"][0]
     assert seen["parallelism_learned"] == 2
     assert seen["parallelism"] == 2
-    assert seen["capacity"] == 4  # no hard limit: twice what it runs at once
+    assert seen["capacity"] == 8  # no hard limit: QUEUE_FACTOR (4) x what it runs at once

@@ -64,6 +64,18 @@ def test_backlog_on_the_fast_backend_sends_work_to_the_slower_idle_one() -> None
     assert order[0].backend.name == "slow"
 
 
+def test_a_server_without_a_hard_limit_is_sent_four_times_what_it_runs_at_once() -> None:
+    # Not 2x: that bound did the routing (round_robin's jobs waited in the gateway queue for
+    # the next free worker, only ~2x worse than least_loaded in the model, 1.7x live).
+    fleet = FleetView(
+        {"gpu": 2, "comfy": 1, "api": 3}, limits={"gpu": None, "comfy": None, "api": 5}
+    )
+    assert [fleet.capacity(n) for n in ("gpu", "comfy", "api")] == [8, 4, 5]
+    fleet.learning = frozenset({"gpu"})
+    fleet.note_parallelism("gpu", 3)  # learned: the bound follows it
+    assert fleet.capacity("gpu") == 12
+
+
 def test_load_model_is_the_per_slot_fifo() -> None:
     now = 1000.0
 
