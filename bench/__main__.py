@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench import decision_cost, fleet, gridreport, gridrun, routing
+from bench import decision_cost, fleet, gridreport, gridrun, livegrid, routing
 from bench.grid import LIVE_SCALE
 from bench.placers import ORACLE
 from bench.report import plot, table
@@ -38,6 +38,9 @@ def _args() -> argparse.Namespace:
         "--live-every-cell", action="store_true", help="live: every fleet x config x load"
     )
     parser.add_argument("--grid-scale", type=float, default=LIVE_SCALE, help="live grid time scale")
+    parser.add_argument(
+        "--live-seeds", type=int, default=2, help="live grid: arrival seeds (cells: medians)"
+    )
     parser.add_argument("--seeds", type=int, help="model seeds per load x policy (default 5)")
     parser.add_argument("--jobs", type=int, help="model jobs per run (default 20000)")
     parser.add_argument("--failure-seeds", type=int, help="failure-scenario seeds (default 96)")
@@ -165,13 +168,17 @@ def main() -> int:
         results["grid"] = gridrun.model_grid(count, seed=1, workers=args.workers)
     if "live" in parts:
         print("live grid: two gateway instances, requests alternating ...", flush=True)
-        results["live_grid"] = gridrun.live_grid(
-            quick=args.quick, scale=args.grid_scale, duration=args.live_duration, seed=1,
-            every=args.live_every_cell,
-        )  # fmt: skip
-        results["live_grid"]["machine_note"] = (
-            "2 cores shared with six other engineers' test runs: the machine was busy"
-        )
+        load_before = Path("/proc/loadavg").read_text().split()[:3]
+        runs = []
+        for seed in range(1, 1 + args.live_seeds):
+            print(f" arrivals seed {seed} of {args.live_seeds}", flush=True)
+            run = gridrun.live_grid(
+                quick=args.quick, scale=args.grid_scale, duration=args.live_duration,
+                seed=seed, every=args.live_every_cell,
+            )  # fmt: skip
+            runs.append({**run, "seed": seed})
+        results["live_grid"] = livegrid.over_seeds(runs)
+        results["live_grid"]["loadavg_before"] = load_before
     if "cost" in parts:
         print("decision cost: gateway CPU per submit at 0 and 10,000 jobs in flight ...")
         results["decision_cost"] = decision_cost.decision_cost(100 if args.quick else 300)

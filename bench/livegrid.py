@@ -227,3 +227,29 @@ class LiveGrid:
 
 SIMULATE = [sys.executable, "-m", "gateway", "simulate"]
 SERVE = [sys.executable, "-m", "gateway", "serve", "--config"]
+
+
+def over_seeds(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Several live grids (one per arrival seed) as one: each cell's ratio is the median of
+    its seeds' ratios (every seed's figures kept beside it)."""
+    first = runs[0]
+    cells: list[dict[str, Any]] = []
+    for i, cell in enumerate(first["cells"]):
+        same = [run["cells"][i] for run in runs if i < len(run["cells"])]
+        ratios = [c["ratio_to_oracle_free"] for c in same if c["ratio_to_oracle_free"] is not None]
+        merged = dict(cell)
+        merged["ratio_to_oracle_free"] = round(_median(ratios), 3) if ratios else None
+        merged["ratio_per_seed"] = [c["ratio_to_oracle_free"] for c in same]
+        merged["p99_live_seconds_per_seed"] = [c["p99_live_seconds"] for c in same]
+        merged["oracle_free_p99_per_seed"] = [c["oracle_free_p99_live_seconds"] for c in same]
+        merged["measured"] = sum(c["measured"] for c in same)
+        merged["failed"] = sum(c["failed"] for c in same)
+        merged["no_webhook"] = sum(c["no_webhook"] for c in same)
+        cells.append(merged)
+    return {**first, "seeds": [r.get("seed") for r in runs], "cells": cells, "runs": runs}
+
+
+def _median(values: list[float]) -> float:
+    ordered = sorted(values)
+    mid = len(ordered) // 2
+    return ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2
