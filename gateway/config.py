@@ -136,7 +136,7 @@ class Backend(Section):
         ge=1,
         le=100_000,
         description="Hard limit on jobs in flight there. Default: 4 for a hosted API; none "
-        "for a GPU server (routing sends it up to twice what it runs at once).",
+        "for a GPU server (routing sends it up to 4x what it runs at once).",
     )
     parallelism: int | None = Field(
         default=None,
