@@ -24,7 +24,9 @@ from bench.grid import LIVE_SCALE
 from bench.placers import ORACLE
 from bench.report import plot, table
 
-PARTS = ("grid", "live", "cost", "model", "admission", "failure", "experiments", "live1")
+PARTS = (
+    "grid", "live", "live-configs", "cost", "model", "admission", "failure", "experiments", "live1"
+)  # fmt: skip
 DEFAULT_PARTS = "grid,live"
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -179,6 +181,12 @@ def main() -> int:
             runs.append({**run, "seed": seed})
         results["live_grid"] = livegrid.over_seeds(runs)
         results["live_grid"]["loadavg_before"] = load_before
+    if "live-configs" in parts:
+        print("live, point 2: least_loaded and round_robin across admission configs ...")
+        results["live_configs"] = gridrun.live_grid(
+            quick=False, scale=args.grid_scale, duration=args.live_duration, seed=1,
+            every=False, configs=True,
+        )  # fmt: skip
     if "cost" in parts:
         print("decision cost: gateway CPU per submit at 0 and 10,000 jobs in flight ...")
         results["decision_cost"] = decision_cost.decision_cost(100 if args.quick else 300)

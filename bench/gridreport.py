@@ -45,6 +45,18 @@ def table(results: dict[str, Any]) -> str:
                 f"(p99 {cell['p99_live_seconds']} s, oracle {cell['oracle_free_p99_live_seconds']}"
                 f" s, n {cell['measured']})  model {model if model is None else round(model, 2)}"
             )
+    configs = results.get("live_configs")
+    if configs:
+        lines.append("Live, admission configs at 80%: p99 / free oracle, least_loaded | rr")
+        pairs: dict[tuple[str, str], dict[str, Any]] = {}
+        for cell in configs["cells"]:
+            pairs.setdefault((cell["fleet"], cell["config"]), {})[cell["policy"]] = cell
+        for (fleet, config), pair in pairs.items():
+            ll, rr = pair.get("least_loaded", {}), pair.get("round_robin", {})
+            lines.append(
+                f"  {fleet} {config}: {ll.get('ratio_to_oracle_free')} | "
+                f"{rr.get('ratio_to_oracle_free')}"
+            )
     return "\n".join(lines)
 
 

@@ -68,11 +68,28 @@ async def _live(
     return out
 
 
+# Point 2's cells live: per fleet, both policies in the configurations where the model has
+# round_robin closest to least_loaded (admission at what a server runs at once, or twice it).
+CONFIG_CELLS: tuple[tuple[str, str, float], ...] = tuple(
+    (config, policy, 0.8)
+    for config in ("cap1x-given", "cap1x-learned", "cap2x-learned")
+    for policy in ("least_loaded", "round_robin")
+)
+
+
 def live_grid(
-    *, quick: bool, scale: float, duration: float | None, seed: int, every: bool
+    *,
+    quick: bool,
+    scale: float,
+    duration: float | None,
+    seed: int,
+    every: bool,
+    configs: bool = False,
 ) -> dict[str, Any]:
     fleets = tuple(grid.FLEETS) if every else LIVE_FLEETS[:1] if quick else LIVE_FLEETS
     cells = ACCEPTANCE_CELLS[:3] if quick else ACCEPTANCE_CELLS
+    if configs:
+        cells = CONFIG_CELLS
     if every:
         cells = tuple(
             (config, policy, load)
