@@ -25,7 +25,8 @@ from bench.placers import ORACLE
 from bench.report import plot, table
 
 PARTS = (
-    "grid", "live", "live-configs", "cost", "model", "admission", "failure", "experiments", "live1"
+    "grid", "live", "live-configs", "live-fleets", "cost",
+    "model", "admission", "failure", "experiments", "live1",
 )  # fmt: skip
 DEFAULT_PARTS = "grid,live"
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -186,6 +187,12 @@ def main() -> int:
         results["live_configs"] = gridrun.live_grid(
             quick=False, scale=args.grid_scale, duration=args.live_duration, seed=1,
             every=False, configs=True,
+        )  # fmt: skip
+    if "live-fleets" in parts:
+        print("live: the other fleets (homogeneous, ComfyUI among ModelsLab), minimal, 80% ...")
+        results["live_fleets"] = gridrun.live_grid(
+            quick=False, scale=args.grid_scale, duration=args.live_duration, seed=1,
+            every=False, other_fleets=True,
         )  # fmt: skip
     if "cost" in parts:
         print("decision cost: gateway CPU per submit at 0 and 10,000 jobs in flight ...")

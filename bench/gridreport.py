@@ -45,6 +45,11 @@ def table(results: dict[str, Any]) -> str:
                 f"(p99 {cell['p99_live_seconds']} s, oracle {cell['oracle_free_p99_live_seconds']}"
                 f" s, n {cell['measured']})  model {model if model is None else round(model, 2)}"
             )
+    others = results.get("live_fleets")
+    if others:
+        lines.append("Live, other fleets, minimal config at 80%: p99 / free oracle")
+        for cell in others["cells"]:
+            lines.append(f"  {cell_key(cell):40s} live {cell['ratio_to_oracle_free']}")
     configs = results.get("live_configs")
     if configs:
         lines.append("Live, admission configs at 80%: p99 / free oracle, least_loaded | rr")

@@ -85,11 +85,16 @@ def live_grid(
     seed: int,
     every: bool,
     configs: bool = False,
+    other_fleets: bool = False,
 ) -> dict[str, Any]:
     fleets = tuple(grid.FLEETS) if every else LIVE_FLEETS[:1] if quick else LIVE_FLEETS
     cells = ACCEPTANCE_CELLS[:3] if quick else ACCEPTANCE_CELLS
     if configs:
         cells = CONFIG_CELLS
+    if other_fleets:
+        # The fleets the acceptance cells leave out, minimal config at 80%: both policies.
+        fleets = tuple(f for f in grid.FLEETS if f not in LIVE_FLEETS)
+        cells = ACCEPTANCE_CELLS[:2]
     if every:
         cells = tuple(
             (config, policy, load)
