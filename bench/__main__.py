@@ -182,18 +182,18 @@ def main() -> int:
             runs.append({**run, "seed": seed})
         results["live_grid"] = livegrid.over_seeds(runs)
         results["live_grid"]["loadavg_before"] = load_before
-    if "live-configs" in parts:
-        print("live, point 2: least_loaded and round_robin across admission configs ...")
-        results["live_configs"] = gridrun.live_grid(
-            quick=False, scale=args.grid_scale, duration=args.live_duration, seed=1,
-            every=False, configs=True,
-        )  # fmt: skip
-    if "live-fleets" in parts:
-        print("live: the other fleets (homogeneous, ComfyUI among ModelsLab), minimal, 80% ...")
-        results["live_fleets"] = gridrun.live_grid(
-            quick=False, scale=args.grid_scale, duration=args.live_duration, seed=1,
-            every=False, other_fleets=True,
-        )  # fmt: skip
+    for wanted, key, what, choice in (
+        ("live-configs", "live_configs", "point 2: both policies across admission configs",
+         {"configs": True}),
+        ("live-fleets", "live_fleets", "the homogeneous and ComfyUI-mix fleets, minimal, 80%",
+         {"other_fleets": True}),
+    ):  # fmt: skip
+        if wanted in parts:
+            print(f"live, {what} ...", flush=True)
+            results[key] = gridrun.live_grid(
+                quick=False, scale=args.grid_scale, duration=args.live_duration, seed=1,
+                every=False, **choice,
+            )  # fmt: skip
     if "cost" in parts:
         print("decision cost: gateway CPU per submit at 0 and 10,000 jobs in flight ...")
         results["decision_cost"] = decision_cost.decision_cost(100 if args.quick else 300)
