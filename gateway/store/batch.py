@@ -1,44 +1,51 @@
 """Scripts and reads started in the same event-loop turn go to Redis as one pipeline
-(auto-pipelining).
+(auto-pipelining), over one multiplexed connection (gateway/store/wire.py).
 
 Under load many requests are between awaits at once, each about to run a script or read a
-record. Sent one by one, every call pays redis-py's whole per-command path (a pooled
-connection taken and given back, a write, a read under a timeout); batched, a turn's calls
-share one of each. A lone call still goes out by itself, one loop turn later. Replies come
-back in order and each caller gets its own reply or error: one call's error never fails
-another's.
+record. Batched, a turn's calls share one write, one read and one wake-up. A lone call still
+goes out by itself, one loop turn later. Replies come back in order and each caller gets its
+own reply or error: one call's error never fails another's.
 
-A pipeline is retried whole by redis-py on a dropped connection, as a lone command is; the
-scripts are written to be safe to resend (versioned compare-and-set, named members).
-A script Redis does not know (`NOSCRIPT`, e.g. after a restart) is re-run alone, which
-loads it. Single-node Redis only: a Redis Cluster cannot pipeline EVALSHA across slots.
+A batch whose connection drops is sent again whole, with backoff (about 5 s in all, as the
+redis-py pool is configured in connect.py); the scripts are written to be safe to resend
+(versioned compare-and-set, named members). A script Redis does not know (`NOSCRIPT`, e.g.
+after a restart) is sent again as EVAL with its source, which loads it. Single-node Redis
+only: a Redis Cluster cannot pipeline EVALSHA across slots.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
-import redis.asyncio as redis
-from redis.asyncio.client import Pipeline
 from redis.commands.core import AsyncScript
-from redis.exceptions import NoScriptError
+from redis.exceptions import AuthenticationError, NoScriptError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from gateway.store.timing import CommandTiming
+from gateway.store.wire import Wire
 
 Arg = str | int | float | bytes
 # A script (its name, keys, args) or a plain command (name None, the command's words as args).
 Call = tuple[str | None, Sequence[str], Sequence[Arg], "asyncio.Future[Any]"]
+# Resends of a batch whose connection dropped: 0.1, 0.2, 0.4, 0.8 s then 1 s apart (~5.5 s).
+RETRIES, BACKOFF_BASE, BACKOFF_CAP = 8, 0.05, 1.0
 
 
 class Batcher:
     def __init__(
-        self, client: redis.Redis, scripts: dict[str, AsyncScript], timing: CommandTiming | None
+        self,
+        wire: Wire,
+        scripts: dict[str, AsyncScript],
+        timing: CommandTiming | None,
+        callbacks: Mapping[Any, Any] | None = None,
     ) -> None:
-        self._client = client
+        self._wire = wire
         self._scripts = scripts
+        self._callbacks = callbacks or {}  # redis-py's reply parsers, by command name
         self._timing = timing
         self._pending: list[Call] = []
         self._tasks: set[asyncio.Task[None]] = set()
@@ -68,37 +75,28 @@ class Batcher:
             if self._tasks:
                 await asyncio.gather(*self._tasks, return_exceptions=True)
 
+    async def close(self) -> None:
+        await self.drain()
+        await self._wire.close()
+
     def _flush(self) -> None:
         batch, self._pending = self._pending, []
-        task = asyncio.create_task(self._send(batch) if len(batch) > 1 else self._one(batch[0]))
+        task = asyncio.create_task(self._send(batch))
         self._tasks.add(task)  # a reference until it is done (the loop keeps only weak ones)
         task.add_done_callback(self._tasks.discard)
 
-    async def _one(self, call: Call) -> None:
-        name, keys, args, future = call
-        try:
-            if name is None:
-                reply = await self._client.execute_command(*args)  # type: ignore[no-untyped-call]
-            else:
-                reply = await self._scripts[name](keys=list(keys), args=list(args))
-        except BaseException as exc:  # handed to the caller, whatever it is
-            _settle(future, error=exc)
-        else:
-            _settle(future, reply)
+    def _packed(self, call: Call, *, source: bool = False) -> tuple[Arg, ...]:
+        name, keys, args, _ = call
+        if name is None:
+            return tuple(args)
+        script = self._scripts[name]
+        head: tuple[Any, ...] = ("EVAL", script.script) if source else ("EVALSHA", script.sha)
+        return (*head, len(keys), *keys, *args)
 
     async def _send(self, batch: list[Call]) -> None:
         started = time.perf_counter()
         try:
-            # Not a TimedPipeline's one "PIPELINE" sample: each script is observed below.
-            async with Pipeline(
-                self._client.connection_pool, self._client.response_callbacks, False, None
-            ) as pipe:
-                for name, keys, args, _ in batch:
-                    if name is None:
-                        pipe.execute_command(*args)
-                    else:
-                        pipe.evalsha(self._scripts[name].sha, len(keys), *keys, *args)
-                replies = await pipe.execute(raise_on_error=False)
+            replies = await self._resend(batch, [self._packed(call) for call in batch])
         except BaseException as exc:  # the whole batch failed (connection gone for good)
             self._observe(batch, started, failed=True)
             for *_, future in batch:
@@ -107,13 +105,37 @@ class Batcher:
                 raise
             return
         self._observe(batch, started)
+        unknown = [i for i, reply in enumerate(replies) if isinstance(reply, NoScriptError)]
+        if unknown:  # Redis forgot these scripts: their source loads them again
+            try:
+                again = await self._resend(
+                    batch, [self._packed(batch[i], source=True) for i in unknown]
+                )
+            except Exception as exc:
+                again = [exc] * len(unknown)
+            for i, reply in zip(unknown, again, strict=True):
+                replies[i] = reply
         for call, reply in zip(batch, replies, strict=True):
-            if isinstance(reply, NoScriptError):
-                await self._one(call)  # loads the script, then runs it
-            elif isinstance(reply, Exception):
+            if isinstance(reply, Exception):
                 _settle(call[3], error=reply)
+            elif call[0] is None and (parse := self._callbacks.get(str(call[2][0]).upper())):
+                _settle(call[3], parse(reply))
             else:
                 _settle(call[3], reply)
+
+    async def _resend(self, batch: list[Call], commands: list[tuple[Arg, ...]]) -> list[Any]:
+        for attempt in range(RETRIES + 1):
+            try:
+                return await self._wire.send(commands)
+            except (RedisConnectionError, RedisTimeoutError) as exc:
+                if (
+                    attempt == RETRIES
+                    or isinstance(exc, AuthenticationError)  # no backoff cures a wrong password
+                    or all(call[3].done() for call in batch)  # no caller is waiting any more
+                ):
+                    raise
+            await asyncio.sleep(min(BACKOFF_CAP, BACKOFF_BASE * 2 ** (attempt + 1)))
+        raise AssertionError("unreachable")
 
     def _observe(self, batch: list[Call], started: float, *, failed: bool = False) -> None:
         timing = self._timing

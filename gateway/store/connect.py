@@ -16,6 +16,7 @@ from gateway.store import scripts
 from gateway.store.batch import Batcher
 from gateway.store.cluster import is_cluster_url, open_cluster
 from gateway.store.timing import CommandTiming, TimedRedis
+from gateway.store.wire import Wire
 from observability.metrics import Metrics
 
 Arg = str | int | float | bytes
@@ -49,7 +50,13 @@ class Store:
             None
             if memory or cluster
             else Batcher(
-                client, self._scripts, timing if isinstance(timing, CommandTiming) else None
+                Wire(
+                    client.connection_pool.connection_kwargs,
+                    client.connection_pool.connection_class,
+                ),
+                self._scripts,
+                timing if isinstance(timing, CommandTiming) else None,
+                client.response_callbacks,
             )
         )
 
@@ -90,7 +97,7 @@ class Store:
 
     async def close(self) -> None:
         if self._batcher is not None:
-            await self._batcher.drain()
+            await self._batcher.close()
         if self.cluster:
             await self.redis.aclose()
             return

@@ -9,8 +9,11 @@ from typing import Any
 import pytest
 import redis.asyncio as aioredis
 from prometheus_client import CollectorRegistry
+from redis.exceptions import AuthenticationError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from gateway.store import keys, open_store
+from gateway.store.wire import NAME, Wire
 from observability.metrics import Metrics
 
 
@@ -26,20 +29,20 @@ def observed(metrics: Metrics) -> dict[str, float]:
 async def test_one_turns_scripts_share_one_round_trip(redis_url: str) -> None:
     metrics = Metrics(CollectorRegistry())
     store = await open_store(redis_url, metrics)
-    pool = store.redis.connection_pool
+    wire = store._batcher._wire  # type: ignore[union-attr]
     taken: list[object] = []
-    real_get = pool.get_connection
+    real_send = wire.send
 
-    async def counting_get(*args: Any, **kwargs: Any) -> Any:
-        taken.append(args)
-        return await real_get(*args, **kwargs)
+    async def counting_send(commands: Any) -> Any:
+        taken.append(commands)
+        return await real_send(commands)
 
-    pool.get_connection = counting_get  # type: ignore[method-assign]
+    wire.send = counting_send  # type: ignore[method-assign]
     try:
         await store.run("RATE_LIMIT", [keys.rate_bucket("warm")], [1000, 0])  # loads it
         warm = observed(metrics).get("RATE_LIMIT", 0)
         taken.clear()
-        # Twenty rate-limit checks started in one turn: one connection taken, one pipeline.
+        # Twenty rate-limit checks started in one turn: one write, one batch of replies.
         waits = await asyncio.gather(
             *(store.run("RATE_LIMIT", [keys.rate_bucket(f"t{i}")], [1000, 0]) for i in range(20))
         )
@@ -53,7 +56,7 @@ async def test_one_turns_scripts_share_one_round_trip(redis_url: str) -> None:
         # Every script's latency is still observed under its own name.
         assert observed(metrics)["RATE_LIMIT"] == warm + 22
     finally:
-        pool.get_connection = real_get  # type: ignore[method-assign]
+        wire.send = real_send  # type: ignore[method-assign]
         await store.close()
 
 
@@ -115,5 +118,71 @@ async def test_reads_join_the_batch_and_come_back_parsed(redis_url: str) -> None
         assert limited == 0
         assert missing == [None]
     finally:
+        await admin.aclose()
+        await store.close()
+
+
+def wire_id(clients: list[dict[str, Any]]) -> int:
+    return next(int(c["id"]) for c in clients if c.get("name") == NAME)
+
+
+async def test_a_dropped_connection_is_opened_again_and_the_batch_resent(redis_url: str) -> None:
+    store = await open_store(redis_url)
+    admin = aioredis.Redis.from_url(redis_url)
+    try:
+        assert await store.run("RATE_LIMIT", [keys.rate_bucket("w")], [1000, 0]) == 0
+        first = wire_id(await admin.client_list())
+        # Scripts may write, so a paused Redis holds this one unanswered on the wire...
+        await admin.execute_command("CLIENT", "PAUSE", 400, "WRITE")  # type: ignore[no-untyped-call]
+        waiting = asyncio.ensure_future(store.run("RATE_LIMIT", [keys.rate_bucket("x")], [1000, 0]))
+        await asyncio.sleep(0.1)
+        # ...while its connection is killed: the batch is sent again on a new one.
+        await admin.client_kill_filter(_id=str(first))
+        assert await asyncio.wait_for(waiting, 10) == 0
+        assert wire_id(await admin.client_list()) != first
+        assert await store.command("HMGET", "gw:{j0}:job:none", "v") == [None]
+    finally:
+        await admin.aclose()
+        await store.close()
+
+
+async def test_a_reply_that_never_comes_times_the_connection_out(redis_url: str) -> None:
+    pool = aioredis.ConnectionPool.from_url(redis_url)
+    wire = Wire(pool.connection_kwargs, pool.connection_class, timeout=0.4)
+    admin = aioredis.Redis.from_url(redis_url)
+    try:
+        assert await wire.send([("SET", "k", "1")]) == [b"OK"]
+        await admin.execute_command("CLIENT", "PAUSE", 2000, "WRITE")  # type: ignore[no-untyped-call]
+        started = asyncio.get_running_loop().time()
+        with pytest.raises(RedisTimeoutError):
+            await wire.send([("SET", "k", "2")])
+        assert asyncio.get_running_loop().time() - started < 1.5
+        await admin.execute_command("CLIENT", "UNPAUSE")  # type: ignore[no-untyped-call]
+        # A new connection; the paused write died with the old one (hence resendable scripts).
+        assert await wire.send([("GET", "k")]) == [b"1"]
+    finally:
+        await admin.execute_command("CLIENT", "UNPAUSE")  # type: ignore[no-untyped-call]
+        await admin.aclose()
+        await wire.close()
+        await pool.aclose()
+
+
+async def test_the_wire_logs_in_and_selects_the_urls_database(redis_url: str) -> None:
+    admin = aioredis.Redis.from_url(redis_url)
+    await admin.acl_setuser("wire-test", enabled=True, passwords=["+s3cret"], keys="*",
+                            commands=["+@all"])  # fmt: skip
+    url = redis_url.replace("redis://", "redis://wire-test:s3cret@").rsplit("/", 1)[0] + "/3"
+    store = await open_store(url)
+    try:
+        await admin.execute_command("SELECT", 3)  # type: ignore[no-untyped-call]
+        await admin.hset("gw:{j0}:job:db3", mapping={"v": "1"})
+        assert await store.command("HMGET", "gw:{j0}:job:db3", "v") == [b"1"]
+        bad = await open_store(url.replace("s3cret", "wrong"))
+        with pytest.raises(AuthenticationError):
+            await bad.command("HMGET", "x", "v")
+        await bad.close()
+    finally:
+        await admin.flushdb()
+        await admin.acl_deluser("wire-test")
         await admin.aclose()
         await store.close()

@@ -1,0 +1,184 @@
+"""One multiplexed, pipelined connection to a single Redis for the hot path's scripts and reads.
+
+redis-py's asyncio client pays about 110 us of Python per command on this path (a pooled
+connection taken under a Condition, a retry wrapper, a timeout per read, a reply parsed
+through several layers); a bare aiohttp handler costs about as much in all. Here commands
+are packed by hiredis, written to one socket as they come, and their replies are parsed by
+hiredis's reader and matched to their callers in order: about 12 us per command, measured
+side by side (bench/floor.py). Redis answers a connection's commands in the order it got
+them, so one connection carries every concurrent caller; nothing waits for a free one.
+
+Only what cannot block goes here (scripts, HMGET). Blocking reads, pub/sub and transactions
+stay on redis-py's pool. The connection is opened lazily and opened again after a drop;
+a batch whose connection drops fails with redis-py's ConnectionError (the Batcher retries
+it whole, as redis-py retries a pipeline) and a reply that takes longer than `timeout`
+aborts the connection with TimeoutError. Error replies become redis-py's exception classes
+(`NoScriptError`, `ResponseError`, ...), so callers see what they saw before.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+import time
+from collections import deque
+from collections.abc import Sequence
+from typing import Any
+
+import hiredis
+from redis._parsers import BaseParser
+from redis.asyncio.connection import SSLConnection, UnixDomainSocketConnection
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+Arg = str | int | float | bytes
+NAME = "gateway-wire"
+
+
+class _Batch:
+    __slots__ = ("future", "left", "replies", "sent")
+
+    def __init__(self, future: asyncio.Future[list[Any]], count: int) -> None:
+        self.future, self.left = future, count
+        self.replies: list[Any] = []
+        self.sent = time.monotonic()
+
+
+class _Protocol(asyncio.Protocol):
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
+        self.reader = hiredis.Reader()
+        self.waiting: deque[_Batch] = deque()
+        self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]  # uvloop's is no subclass
+
+    def data_received(self, data: bytes) -> None:
+        reader, waiting = self.reader, self.waiting
+        reader.feed(data)
+        while (reply := reader.gets()) is not False:
+            if isinstance(reply, hiredis.ReplyError):
+                reply = BaseParser.parse_error(str(reply))  # type: ignore[no-untyped-call]
+            batch = waiting[0]
+            batch.replies.append(reply)
+            batch.left -= 1
+            if not batch.left:
+                waiting.popleft()
+                if not batch.future.done():  # its caller may have given up
+                    batch.future.set_result(batch.replies)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.fail(RedisConnectionError(f"connection to Redis lost: {exc or 'closed'}"))
+        if not self.closed.done():
+            self.closed.set_result(None)
+
+    def fail(self, error: Exception) -> None:
+        while self.waiting:
+            future = self.waiting.popleft().future
+            if not future.done():
+                future.set_exception(error)
+        self.transport = None
+
+
+class Wire:
+    """Send batches of commands; each batch's replies come back as one list, in order."""
+
+    def __init__(self, connection_kwargs: dict[str, Any], connection_class: type, *,
+                 connect_timeout: float = 2.0, timeout: float = 5.0) -> None:  # fmt: skip
+        self._kwargs = connection_kwargs
+        self._class = connection_class
+        self._connect_timeout = connect_timeout
+        self._timeout = timeout
+        self._protocol: _Protocol | None = None
+        self._connecting: asyncio.Task[_Protocol] | None = None
+        self._watchdog: asyncio.Task[None] | None = None
+
+    async def send(self, commands: Sequence[Sequence[Arg]]) -> list[Any]:
+        """The replies to `commands`, sent in one write; error replies are exceptions in
+        the list, not raised. A lost connection raises ConnectionError for the batch."""
+        protocol = self._protocol
+        if protocol is None or protocol.transport is None:
+            protocol = await self._connect()
+        assert protocol.transport is not None
+        future: asyncio.Future[list[Any]] = asyncio.get_running_loop().create_future()
+        protocol.waiting.append(_Batch(future, len(commands)))
+        protocol.transport.write(b"".join([hiredis.pack_command(c) for c in commands]))  # type: ignore[arg-type]
+        return await future
+
+    async def close(self) -> None:
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+        protocol, self._protocol = self._protocol, None
+        if protocol is not None and protocol.transport is not None:
+            protocol.transport.close()
+            await protocol.closed
+
+    async def _connect(self) -> _Protocol:
+        if self._connecting is None:  # one connect for every caller that needs it
+            self._connecting = asyncio.ensure_future(self._open())
+        connecting = self._connecting
+        try:
+            return await asyncio.shield(connecting)
+        finally:
+            if connecting.done() and self._connecting is connecting:
+                self._connecting = None
+
+    async def _open(self) -> _Protocol:
+        loop = asyncio.get_running_loop()
+        kw = self._kwargs
+        try:
+            async with asyncio.timeout(self._connect_timeout):
+                if issubclass(self._class, UnixDomainSocketConnection):
+                    _, protocol = await loop.create_unix_connection(_Protocol, kw["path"])
+                else:
+                    _, protocol = await loop.create_connection(
+                        _Protocol,
+                        kw.get("host", "localhost"),
+                        kw.get("port", 6379),
+                        ssl=_ssl_context(kw) if issubclass(self._class, SSLConnection) else None,
+                    )
+        except (OSError, TimeoutError) as exc:
+            raise RedisConnectionError(f"cannot connect to Redis: {exc}") from exc
+        if protocol.transport is None:
+            raise RedisConnectionError("connection to Redis lost while opening it")
+        hello: list[tuple[Arg, ...]] = []
+        if kw.get("password"):
+            user = kw.get("username")
+            hello.append(("AUTH", user, kw["password"]) if user else ("AUTH", kw["password"]))
+        if kw.get("db"):
+            hello.append(("SELECT", kw["db"]))
+        hello.append(("CLIENT", "SETNAME", NAME))  # `CLIENT LIST` tells it apart
+        self._protocol = protocol
+        for reply in await self.send(hello):
+            if isinstance(reply, Exception):
+                protocol.transport.close()
+                raise reply
+        if self._watchdog is None or self._watchdog.done():
+            self._watchdog = asyncio.ensure_future(self._watch())
+        return protocol
+
+    async def _watch(self) -> None:
+        """A reply later than `timeout` means Redis or the link is gone: drop the connection,
+        failing its batches, so the next one connects afresh."""
+        while True:
+            await asyncio.sleep(self._timeout / 4)
+            protocol = self._protocol
+            if protocol is None or protocol.transport is None or not protocol.waiting:
+                continue
+            if time.monotonic() - protocol.waiting[0].sent > self._timeout:
+                transport = protocol.transport
+                protocol.fail(RedisTimeoutError(f"no reply from Redis in {self._timeout:g} s"))
+                transport.abort()
+
+
+def _ssl_context(kw: dict[str, Any]) -> ssl.SSLContext:
+    context = ssl.create_default_context(cafile=kw.get("ssl_ca_certs"))
+    if kw.get("ssl_certfile"):
+        context.load_cert_chain(kw["ssl_certfile"], kw.get("ssl_keyfile"))
+    if kw.get("ssl_cert_reqs") in ("none", ssl.CERT_NONE):
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    elif kw.get("ssl_check_hostname") is False:
+        context.check_hostname = False
+    return context
