@@ -6,6 +6,7 @@
   gateways behind that nginx, (e) through LiteLLM's proxy to the same kind of mock; wrk for
   closed-loop throughput, the open-loop client (bench/openloop.py) at fixed rates for
   latency from the scheduled send time; CPU per request of every process from /proc.
+- floor: the same building blocks with none of the gateway's logic (bench/floor.py).
 - cluster: the gateway on a 3-master Redis Cluster beside single-node Redis.
 - inflight: CPU per submit as jobs pile up in flight (0 -> 10,000), RSS and Redis bytes.
 - webhooks: provider webhooks in -> signed, durable client deliveries out (bench/webhookpath.py).
@@ -23,13 +24,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench import loadgen, servers
+from bench import floor, loadgen, servers
 from bench.overhead_report import markdown, plot, summarize, table
 from bench.rig import (
     AUTH,
     DIRECT_BODY,
     GATEWAY_BODY,
     LITELLM_BODY,
+    MEASURED,
     OTHER,
     CpuWindow,
     Rig,
@@ -39,7 +41,7 @@ from bench.webhookpath import inflight_and_webhooks
 RESULTS = Path(__file__).resolve().parent / "results"
 WORKDIR = RESULTS / "tmp" / "overhead"  # git-ignored
 RATES = (50, 200, 500, 1000)
-PARTS = ("submit", "cluster", "inflight")
+PARTS = ("submit", "floor", "cluster", "inflight")
 CONNECTIONS = 32
 
 
@@ -152,6 +154,34 @@ def submit_part(rig: Rig, args: argparse.Namespace, rates: list[float]) -> list[
     return runs
 
 
+def floor_part(rig: Rig, args: argparse.Namespace) -> list[dict[str, Any]]:
+    """Each floor mode on core 0 under the same closed loop as the gateway."""
+    import sys
+
+    port = rig.gw_ports[0]
+    runs = []
+    for run in range(1, args.runs + 1):
+        print(f"floor, run {run}/{args.runs}", flush=True)
+        out: dict[str, Any] = {"run": run}
+        for mode in floor.MODES:
+            name = f"floor-{mode}"
+            argv = [sys.executable, "-m", "bench.floor", mode, str(port),
+                    rig.mock_url() + "/text2img", str(rig.redis_port)]  # fmt: skip
+            rig.procs.start(name, ["taskset", "-c", MEASURED, *argv])
+            try:
+                servers.wait_port(port)
+                target = Target(mode, f"http://127.0.0.1:{port}/v1/generations", GATEWAY_BODY,
+                                AUTH, [name, "redis", "mock"])  # fmt: skip
+                closed(rig, target, 1.0)
+                result = closed(rig, target, args.seconds)
+                result["cpu_us_per_request"]["floor"] = result["cpu_us_per_request"].pop(name)
+                out[mode] = result
+            finally:
+                rig.stop(name)
+        runs.append(out)
+    return runs
+
+
 def cluster_part(rig: Rig, args: argparse.Namespace) -> list[dict[str, Any]]:
     cluster_url = rig.start_cluster()
     runs = []
@@ -228,6 +258,7 @@ def main(argv: list[str] | None = None) -> int:
         # A part that fails is reported as failed; the others' figures are still written.
         for part, run in (
             ("submit", lambda: {"submit": submit_part(rig, args, rates)}),
+            ("floor", lambda: {"floor": floor_part(rig, args)}),
             ("cluster", lambda: {"cluster": cluster_part(rig, args)}),
             ("inflight", lambda: inflight_and_webhooks(rig, args.inflight)),
         ):

@@ -80,6 +80,23 @@ def summarize(results: dict[str, Any]) -> dict[str, Any]:
     if results.get("submit"):
         summary["closed"] = _closed(results["submit"])
         summary["open"] = _open(results["submit"])
+    if results.get("floor"):
+        runs = results["floor"]
+        floor: dict[str, Any] = {}
+        for mode in runs[0]:
+            if mode == "run":
+                continue
+            us = _median([r[mode]["cpu_us_per_request"].get("floor", math.nan) for r in runs])
+            floor[mode] = {
+                "rps": _median([r[mode]["rps"] for r in runs]),
+                "cpu_us_per_request": us,
+                "per_core_rps": round(1e6 / us, 1) if us and us > 0 else math.nan,
+            }
+        gateway_us = s_gateway_us(summary)
+        if "wire" in floor and gateway_us:
+            # What the gateway's own logic costs beyond its building blocks.
+            floor["gateway_logic_us"] = round(gateway_us - floor["wire"]["cpu_us_per_request"], 1)
+        summary["floor"] = floor
     if results.get("cluster"):
         runs = results["cluster"]
         summary["cluster"] = {
@@ -101,6 +118,12 @@ def summarize(results: dict[str, Any]) -> dict[str, Any]:
             "last_over_first": round(cost[-1] / cost[0], 2) if cost[0] else math.nan,
         }
     return summary
+
+
+def s_gateway_us(summary: dict[str, Any]) -> float:
+    """The gateway's own CPU per submit in the submit part, if it ran."""
+    gateway = summary.get("closed", {}).get("gateway", {})
+    return float(gateway.get("cpu_us_per_request", {}).get("gateway-1", 0.0))
 
 
 def table(results: dict[str, Any]) -> str:
@@ -127,6 +150,8 @@ def table(results: dict[str, Any]) -> str:
             f"open {float(rate):g}/s: direct p50 {direct.get('p50')} p99 {direct.get('p99')} ms; "
             f"added p50/p99: {row}"
         )
+    if "floor" in s:
+        lines.append(f"floor (same parts, no logic): {s['floor']}")
     if "cluster" in s:
         lines.append(f"cluster: {s['cluster']}")
     if "inflight" in s:
