@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Protocol
 
 from adapters.errors import ProviderError
@@ -84,8 +85,10 @@ def track_of(member_name: str) -> str:
     return member_name.split("~", 1)[0]
 
 
+@lru_cache(maxsize=4096)
 def parse_slot(member_name: str) -> Slot | None:
-    """The slot a member describes (see `member`)."""
+    """The slot a member describes (see `member`). Cached: every ledger reply carries a
+    backend's head of reservations again, mostly the same members as the last one."""
     parts = member_name.split("~")
     if len(parts) != 4:
         return None
