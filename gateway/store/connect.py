@@ -79,9 +79,10 @@ class Store:
     async def run_each(
         self, name: str, calls: Sequence[tuple[Sequence[str], Sequence[Arg]]]
     ) -> list[Any]:
-        """One script over many (keys, args), e.g. once per shard: pipelined in one round
-        trip on one Redis; concurrently on a cluster, which cannot pipeline EVALSHA."""
-        if self.cluster:
+        """One script over many (keys, args), e.g. once per shard: one batch, one round trip,
+        on one Redis (the calls join the same loop turn's batch); concurrently on a cluster,
+        which cannot pipeline EVALSHA; a redis-py pipeline on memory://."""
+        if self.cluster or self._batcher is not None:  # one Redis: one batch on the wire
             return list(await asyncio.gather(*(self.run(name, k, a) for k, a in calls)))
         script = self._scripts[name]
         async with self.redis.pipeline(transaction=False) as pipe:
