@@ -1,6 +1,7 @@
-"""`python -m bench [routing|overhead|tenants]`: the routing benchmark (the default), the
-overhead benchmark (bench/overhead.py) or the tenants benchmark (priorities and weighted
-shares, bench/tenants.py); `--help` after any for its options.
+"""`python -m bench [routing|overhead|tenants|instructions]`: the routing benchmark (the
+default), the overhead benchmark (bench/overhead.py), the tenants benchmark (priorities and
+weighted shares, bench/tenants.py) or instructions per submit under callgrind against an
+earlier revision (bench/instructions.py); `--help` after any for its options.
 
 Routing's default parts: issue 9's grid (`grid`: the model over every fleet x config x load;
 `live`: real processes, two instances, the acceptance cells). The earlier benchmark's parts
@@ -75,6 +76,10 @@ def main() -> int:
         from bench import overhead
 
         return overhead.main(sys.argv[2:])
+    if len(sys.argv) > 1 and sys.argv[1] == "instructions":
+        from bench import instructions
+
+        return instructions.main(sys.argv[2:])
     if len(sys.argv) > 1 and sys.argv[1] == "tenants":
         from bench import tenants
 
