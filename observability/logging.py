@@ -23,9 +23,21 @@ def _json_line(obj: object, **_: object) -> str:
     return text
 
 
+_level = logging.INFO
+
+
+def debug_enabled() -> bool:
+    """Whether debug lines are written. A module-level logger is a lazy proxy that builds
+    its bound logger on every call, so a hot path asks first rather than build one only
+    for the level filter to drop it."""
+    return _level <= logging.DEBUG
+
+
 def configure_logging(level: str = "info", *, json: bool = True) -> None:
     """Configure structlog and the stdlib root logger; safe to call more than once."""
+    global _level
     numeric = logging.getLevelNamesMapping().get(level.upper(), logging.INFO)
+    _level = numeric
     renderer: structlog.typing.Processor = (
         structlog.processors.JSONRenderer(serializer=_json_line)
         if json
