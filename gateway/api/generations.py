@@ -26,7 +26,7 @@ from gateway.errors import (
     field_detail,
 )
 from gateway.jobs import transitions
-from gateway.jobs.model import Job, JobRecord, JobStatus, utcnow
+from gateway.jobs.model import PUBLIC_INCLUDE, Job, JobRecord, JobStatus, utcnow
 from gateway.jobs.updater import Change
 from gateway.store.jobs import Versioned
 from gateway.tunes.generate import TuneUnusable, is_tune_model
@@ -46,9 +46,10 @@ def add_routes(app: web.Application) -> None:
 def job_response(
     job: Job, status: int = 200, headers: dict[str, str] | None = None
 ) -> web.Response:
-    return web.Response(
-        body=job.model_dump_json(), status=status, content_type="application/json", headers=headers
-    )
+    """A job answer; a stored record is answered with its public fields only, dumped
+    straight from it (they come first and in Job's order: see JobRecord.public_data)."""
+    body = job.model_dump_json(include=PUBLIC_INCLUDE).encode()  # bytes: no payload lookup
+    return web.Response(body=body, status=status, content_type="application/json", headers=headers)
 
 
 async def submit(request: web.Request) -> web.Response:
@@ -158,7 +159,7 @@ async def _submit(request: web.Request) -> web.Response:
             headers={"Retry-After": "2"},
         )
     s.metrics.jobs.labels(tenant.name, "accepted").inc()
-    job = (dispatched.job.record if dispatched.job else record).public()
+    job = dispatched.job.record if dispatched.job else record
     return job_response(job, 202, {"Location": f"/v1/generations/{job.id}"})
 
 
@@ -221,7 +222,7 @@ async def _replay(request: web.Request, existing: str, body_hash: str) -> web.Re
     if current is None:
         raise Conflict("Idempotency-Key refers to a job that no longer exists")
     return job_response(
-        current.record.public(),
+        current.record,
         202,
         {"Idempotent-Replayed": "true", "Location": f"/v1/generations/{job_id}"},
     )
@@ -257,7 +258,7 @@ async def read(request: web.Request) -> web.Response:
         if fresh is None:
             break
         current = fresh
-    return job_response(current.record.public())
+    return job_response(current.record)
 
 
 async def cancel(request: web.Request) -> web.Response:
@@ -274,4 +275,4 @@ async def cancel(request: web.Request) -> web.Response:
     record = saved.record if saved else current.record
     if record.status is not JobStatus.CANCELED:
         raise Conflict(f"job {record.id} already {record.status.value}")
-    return job_response(record.public())
+    return job_response(record)

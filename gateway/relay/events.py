@@ -17,5 +17,5 @@ def webhook_id(job_id: str) -> str:
 
 
 def render_event(record: JobRecord) -> bytes:
-    data = record.public().model_dump(mode="json")
+    data = record.public_data()
     return dump_json({"type": EVENT_TYPES[record.status], "data": data})
