@@ -164,6 +164,8 @@ def table(results: dict[str, Any]) -> str:
             f"webhooks: {w['relayed_per_second']}/s, lag {w['lag_ms']}, "
             f"CPU {w['cpu_us_per_webhook']} us, delivered {w['delivered']}/{w['webhooks_posted']}"
         )
+        for run in results.get("webhook_runs", []):
+            lines.append(f"  webhook run: {run}")
         paced = w.get("below_saturation")
         if paced:
             lines.append(
