@@ -4,17 +4,23 @@ share a round trip, and each caller still gets its own reply or error."""
 from __future__ import annotations
 
 import asyncio
+import shutil
+import subprocess
+from pathlib import Path
 from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
 from prometheus_client import CollectorRegistry
 from redis.exceptions import AuthenticationError
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from gateway.store import keys, open_store
 from gateway.store.wire import NAME, Wire
 from observability.metrics import Metrics
+from tests.conftest import start_redis
+from tests.helpers import free_port
 
 
 def observed(metrics: Metrics) -> dict[str, float]:
@@ -186,3 +192,39 @@ async def test_the_wire_logs_in_and_selects_the_urls_database(redis_url: str) ->
         await admin.acl_deluser("wire-test")
         await admin.aclose()
         await store.close()
+
+
+async def test_the_wire_speaks_tls_and_checks_the_certificate(tmp_path: Path) -> None:
+    """rediss:// through the wire: verified against the URL's CA, refused without it."""
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        pytest.fail("openssl is not installed (Debian's openssl package)")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        [openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+         "-keyout", str(key), "-out", str(cert), "-subj", "/CN=localhost",
+         "-addext", "subjectAltName=IP:127.0.0.1"],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    tls_port = free_port()
+    proc, _ = start_redis(
+        tmp_path, "--tls-port", str(tls_port), "--tls-cert-file", str(cert),
+        "--tls-key-file", str(key), "--tls-ca-cert-file", str(cert), "--tls-auth-clients", "no",
+    )  # fmt: skip
+    url = f"rediss://127.0.0.1:{tls_port}/0"
+    try:
+        store = await open_store(f"{url}?ssl_ca_certs={cert}")
+        try:
+            assert await store.run("RATE_LIMIT", [keys.rate_bucket("tls")], [1000, 0]) == 0
+            assert await store.command("HMGET", "gw:{j0}:job:none", "v") == [None]
+        finally:
+            await store.close()
+        pool = aioredis.ConnectionPool.from_url(url)  # no CA: the self-signed cert is refused
+        wire = Wire(pool.connection_kwargs, pool.connection_class)
+        with pytest.raises(RedisConnectionError, match="CERTIFICATE_VERIFY_FAILED"):
+            await wire.send([("PING",)])
+        await wire.close()
+        await pool.aclose()
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
