@@ -20,6 +20,7 @@ import json
 import platform
 import shutil
 import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -156,8 +157,6 @@ def submit_part(rig: Rig, args: argparse.Namespace, rates: list[float]) -> list[
 
 def floor_part(rig: Rig, args: argparse.Namespace) -> list[dict[str, Any]]:
     """Each floor mode on core 0 under the same closed loop as the gateway."""
-    import sys
-
     port = rig.gw_ports[0]
     runs = []
     for run in range(1, args.runs + 1):

@@ -92,7 +92,7 @@ def summarize(results: dict[str, Any]) -> dict[str, Any]:
                 "cpu_us_per_request": us,
                 "per_core_rps": round(1e6 / us, 1) if us and us > 0 else math.nan,
             }
-        gateway_us = s_gateway_us(summary)
+        gateway_us = _gateway_us(summary)
         if "wire" in floor and gateway_us:
             # What the gateway's own logic costs beyond its building blocks.
             floor["gateway_logic_us"] = round(gateway_us - floor["wire"]["cpu_us_per_request"], 1)
@@ -120,7 +120,7 @@ def summarize(results: dict[str, Any]) -> dict[str, Any]:
     return summary
 
 
-def s_gateway_us(summary: dict[str, Any]) -> float:
+def _gateway_us(summary: dict[str, Any]) -> float:
     """The gateway's own CPU per submit in the submit part, if it ran."""
     gateway = summary.get("closed", {}).get("gateway", {})
     return float(gateway.get("cpu_us_per_request", {}).get("gateway-1", 0.0))

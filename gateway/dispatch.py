@@ -26,7 +26,7 @@ from gateway.jobs import transitions
 from gateway.jobs.model import Attempt, JobRecord, JobStatus, utcnow
 from gateway.jobs.updater import Change, JobUpdater
 from gateway.store.jobs import Versioned
-from observability.logging import debug_enabled, get_logger
+from observability.logging import get_logger, log_sampled
 from observability.metrics import FAILOVER_REASONS, Metrics, provider_call
 from routing.backends import Backend
 from routing.eligibility import Eligibility, Eligible
@@ -345,14 +345,15 @@ class Dispatcher:
         # Per job at debug; info only for a sample, so the log costs little at 1,000s/s.
         self.dispatched += 1
         sampled = self.dispatched % DISPATCH_LOG_SAMPLE == 1
-        if sampled or debug_enabled():
-            (log.info if sampled else log.debug)(
-                "job_dispatched",
-                job_id=job_id,
-                backend=backend.name,
-                track_id=ids.track_id(job_id, submitted[0].n),
-                dispatched=self.dispatched,
-            )
+        log_sampled(
+            log,
+            sampled,
+            "job_dispatched",
+            job_id=job_id,
+            backend=backend.name,
+            track_id=ids.track_id(job_id, submitted[0].n),
+            dispatched=self.dispatched,
+        )
         return saved
 
     async def _record_attempts(

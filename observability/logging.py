@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from typing import Any
 
 import orjson
 import structlog
@@ -26,11 +27,14 @@ def _json_line(obj: object, **_: object) -> str:
 _level = logging.INFO
 
 
-def debug_enabled() -> bool:
-    """Whether debug lines are written. A module-level logger is a lazy proxy that builds
-    its bound logger on every call, so a hot path asks first rather than build one only
-    for the level filter to drop it."""
-    return _level <= logging.DEBUG
+def log_sampled(logger: Any, sampled: bool, event: str, **fields: Any) -> None:
+    """A hot path's per-item line: at info when `sampled`, else at debug, and not built at
+    all when debug lines are not written (a module-level logger is a lazy proxy that binds
+    on every call, only for the level filter to drop the line)."""
+    if sampled:
+        logger.info(event, **fields)
+    elif _level <= logging.DEBUG:
+        logger.debug(event, **fields)
 
 
 def configure_logging(level: str = "info", *, json: bool = True) -> None:

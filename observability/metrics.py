@@ -17,12 +17,12 @@ Two kinds of series, and the rule for adding them up over several instances:
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
+from functools import lru_cache
 from importlib.metadata import PackageNotFoundError
 from importlib.metadata import version as package_version
-from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import generate_latest
@@ -368,24 +368,10 @@ class Metrics:
         # label set's child is looked up once, then from a dict. Children are never removed.
         for metric in vars(self).values():
             if isinstance(metric, MetricWrapperBase) and metric._labelnames:
-                metric.labels = _memoized(metric.labels)  # type: ignore[method-assign]
+                metric.labels = lru_cache(maxsize=None)(metric.labels)  # type: ignore[method-assign]
 
     def provider_error(self, backend: str, adapter: str, outcome: str) -> None:
         self.provider_errors.labels(backend, adapter, ERROR_KINDS.get(outcome, "refused")).inc()
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)
-
-
-def _memoized(labels: Callable[..., Any]) -> Callable[..., Any]:
-    children: dict[tuple[Any, ...], Any] = {}
-
-    def cached(*values: Any, **by_name: Any) -> Any:
-        if by_name:
-            return labels(*values, **by_name)
-        child = children.get(values)
-        if child is None:
-            child = children[values] = labels(*values)
-        return child
-
-    return cached

@@ -25,7 +25,7 @@ from gateway.relay.sender import Sender, Verdict
 from gateway.relay.sources import DeliverySources, Found, Record
 from gateway.store.jobs import Conflict, DeliveryAction
 from gateway.store.schedules import DeliveryEntry, Schedules
-from observability.logging import debug_enabled, get_logger
+from observability.logging import get_logger, log_sampled
 from observability.metrics import Metrics
 
 log = get_logger(__name__)
@@ -156,15 +156,16 @@ class Relay:
         # so the log costs little at 1,000s of deliveries a second.
         self.delivered += action == "done"
         sampled = action != "done" or self.delivered % DELIVERY_LOG_SAMPLE == 1
-        if sampled or debug_enabled():
-            (log.info if sampled else log.debug)(
-                "webhook_delivery",
-                job_id=job_id,
-                tenant=record.tenant,
-                outcome=sent.attempt.outcome,
-                status=sent.attempt.status,
-                next=action,
-            )
+        log_sampled(
+            log,
+            sampled,
+            "webhook_delivery",
+            job_id=job_id,
+            tenant=record.tenant,
+            outcome=sent.attempt.outcome,
+            status=sent.attempt.status,
+            next=action,
+        )
 
     async def _record(
         self,

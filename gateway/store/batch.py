@@ -31,7 +31,8 @@ from gateway.store.wire import Wire
 Arg = str | int | float | bytes
 # A script (its name, keys, args) or a plain command (name None, the command's words as args).
 Call = tuple[str | None, Sequence[str], Sequence[Arg], "asyncio.Future[Any]"]
-# Resends of a batch whose connection dropped: 0.1, 0.2, 0.4, 0.8 s then 1 s apart (~5.5 s).
+# Resends of a batch whose connection dropped: 0.1, 0.2, 0.4, 0.8 s then 1 s apart (~5.5 s);
+# the redis-py pool (connect.py) retries its commands on the same policy.
 RETRIES, BACKOFF_BASE, BACKOFF_CAP = 8, 0.05, 1.0
 
 

@@ -13,7 +13,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from gateway.store import scripts
-from gateway.store.batch import Batcher
+from gateway.store.batch import BACKOFF_BASE, BACKOFF_CAP, RETRIES, Batcher
 from gateway.store.cluster import is_cluster_url, open_cluster
 from gateway.store.timing import CommandTiming, TimedRedis
 from gateway.store.wire import Wire
@@ -131,7 +131,7 @@ async def open_store(url: str, metrics: Metrics | None = None) -> Store:
         # write is safe to retry (versioned compare-and-set, named reservation members).
         # Set on the pool: each connection takes its retry policy from there, not from
         # the client.
-        retry=Retry(ExponentialBackoff(cap=1.0, base=0.05), retries=8),
+        retry=Retry(ExponentialBackoff(cap=BACKOFF_CAP, base=BACKOFF_BASE), retries=RETRIES),
         retry_on_error=[RedisConnectionError, RedisTimeoutError, OSError],
     )
     client = TimedRedis(connection_pool=pool)
