@@ -239,7 +239,8 @@ def _versions() -> dict[str, str]:
         return (done.stdout + done.stderr).strip().splitlines()[0]
 
     return {
-        "python": platform.python_version(),
+        # Which interpreter: an optimized (PGO + LTO) build is what the container runs.
+        "python": f"{platform.python_version()} ({Path(getattr(sys, '_base_executable', sys.executable)).resolve()})",
         "redis": first_line(["redis-server", "--version"]),
         "nginx": first_line([shutil.which("nginx") or "/usr/sbin/nginx", "-v"]),
         "wrk": first_line(["wrk", "--version"]),

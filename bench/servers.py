@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import platform
 import shutil
 import subprocess
 import sys
@@ -125,8 +126,9 @@ def start_redis(procs: Processes, name: str, cpu: str, *extra: str) -> int:
 
 
 def litellm_exe() -> Path:
-    """LiteLLM's proxy in its own virtualenv under the cache dir (never a project dependency)."""
-    venv = CACHE / f"litellm-{LITELLM_VERSION}"
+    """LiteLLM's proxy in its own virtualenv under the cache dir (never a project dependency),
+    on the interpreter the bench runs on, so both proxies are measured on the same one."""
+    venv = CACHE / f"litellm-{LITELLM_VERSION}-py{platform.python_version()}"
     exe = venv / "bin" / "litellm"
     if exe.exists():
         return exe
