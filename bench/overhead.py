@@ -230,6 +230,11 @@ def inflight_runs(rig: Rig, args: argparse.Namespace) -> dict[str, Any]:
     return median
 
 
+def _interpreter() -> Path:
+    """The interpreter behind the bench's virtualenv (an optimized build or not)."""
+    return Path(getattr(sys, "_base_executable", sys.executable)).resolve()
+
+
 def _versions() -> dict[str, str]:
     def first_line(argv: list[str]) -> str:
         try:
@@ -240,7 +245,7 @@ def _versions() -> dict[str, str]:
 
     return {
         # Which interpreter: an optimized (PGO + LTO) build is what the container runs.
-        "python": f"{platform.python_version()} ({Path(getattr(sys, '_base_executable', sys.executable)).resolve()})",
+        "python": f"{platform.python_version()} ({_interpreter()})",
         "redis": first_line(["redis-server", "--version"]),
         "nginx": first_line([shutil.which("nginx") or "/usr/sbin/nginx", "-v"]),
         "wrk": first_line(["wrk", "--version"]),
