@@ -332,7 +332,8 @@ class Router:
     def _observation(
         self, backend: str, done: Completion
     ) -> tuple[float | None, tuple[float, float] | None]:
-        """(seconds per unit, service interval) a completion shows, each None if it shows none.
+        """(seconds per unit, service interval) a completion shows, each None if it shows none
+        (the interval also None where the backend's parallelism is not learned).
 
         Where the provider said when the generation ran (`service`), the speed is its
         duration over the work. Otherwise `seconds` ran from submit to result for `work`
@@ -341,7 +342,12 @@ class Router:
         """
         service, work = done.service, done.work
         if service is not None and service[1] > service[0] and work > 0:
-            return (service[1] - service[0]) / work, service
+            # The interval itself goes to the ledger only where parallelism is learned:
+            # counting overlaps is most of a finished job's Redis time, and a backend whose
+            # parallelism is configured or hosted would never read the count.
+            return (service[1] - service[0]) / work, (
+                service if backend in self.view.learning else None
+            )
         parallelism = self.view.parallelism[backend]
         units = max(work, (done.backlog + work) / max(1, parallelism))
         return (done.seconds / units if units > 0 and done.seconds > 0 else None), None

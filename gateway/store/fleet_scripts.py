@@ -240,9 +240,20 @@ return until_ms
 # intervals. ARGV: backend, observed seconds per unit ('' if none), alpha, service start and
 # end ms ('' if the provider did not say), window (intervals kept), a unique tag. Speed is
 # a bounded EWMA; parallelism is how many of the recent intervals run at once, counted at
-# each interval's midpoint, upper quartile (routing.load.peak_overlap).
+# each interval's midpoint, upper quartile (routing.load.peak_overlap). Counted by a sweep,
+# not pair by pair: at a midpoint, the intervals running are those started by then less
+# those ended by then, two binary searches in sorted starts and ends. The same counts in
+# O(n log n); the pairwise count cost ~300 us of Redis per finished job at a window of 48.
 # Returns {speed or false, parallelism or false}.
 _LEARN = """
+local function at_most(sorted, x)
+  local lo, hi = 0, #sorted
+  while lo < hi do
+    local m = math.floor((lo + hi + 1) / 2)
+    if sorted[m] <= x then lo = m else hi = m - 1 end
+  end
+  return lo
+end
 local function learn(speeds, par, service, o)
   local out = {false, false}
   local seen = tonumber(ARGV[o + 2])
@@ -260,22 +271,20 @@ local function learn(speeds, par, service, o)
   if s and e and e > s then
     redis.call('ZADD', service, e, s .. ':' .. e .. ':' .. ARGV[o + 7])
     redis.call('ZREMRANGEBYRANK', service, 0, -tonumber(ARGV[o + 6]) - 1)
-    local spans = {}
-    for _, m in ipairs(redis.call('ZRANGE', service, 0, -1)) do
+    local starts, ends, mids = {}, {}, {}
+    for _, m in ipairs(redis.call('ZRANGE', service, 0, -1)) do  -- in order of their ends
       local a, b = string.match(m, '^([^:]+):([^:]+):')
-      spans[#spans + 1] = {tonumber(a), tonumber(b)}
+      a, b = tonumber(a), tonumber(b)
+      starts[#starts + 1], ends[#ends + 1], mids[#mids + 1] = a, b, (a + b) / 2
     end
+    table.sort(starts)
+    table.sort(ends)
     local counts = {}
-    for _, x in ipairs(spans) do
-      local mid = (x[1] + x[2]) / 2
-      local count = 0
-      for _, y in ipairs(spans) do
-        if y[1] <= mid and mid < y[2] then count = count + 1 end
-      end
-      counts[#counts + 1] = count
+    for i, mid in ipairs(mids) do
+      counts[i] = at_most(starts, mid) - at_most(ends, mid)  -- start <= mid < end
     end
-    table.sort(counts, function(a, b) return a > b end)
-    local best = counts[math.floor(#counts / 4) + 1]
+    table.sort(counts)
+    local best = counts[#counts - math.floor(#counts / 4)]  -- the upper quartile
     redis.call('HSET', par, ARGV[o + 1], best)
     out[2] = best
   end

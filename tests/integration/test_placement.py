@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import random
 from collections import Counter
 from typing import Any
 
 import redis.asyncio as aioredis
 
 from gateway.store import keys
-from routing.load import REFERENCE_WORK
+from gateway.store.connect import open_store
+from gateway.store.fleet import SERVICE_WINDOW, FleetStore
+from routing.load import REFERENCE_WORK, peak_overlap
 from tests.conftest import Gateway, Simulator
 from tests.helpers import ADMIN_KEY, AUTH, backend, eventually
 
@@ -101,3 +104,26 @@ async def test_parallelism_is_learned_from_overlapping_service_times(
     assert seen["parallelism_learned"] == 2
     assert seen["parallelism"] == 2
     assert seen["capacity"] == 8  # no hard limit: QUEUE_FACTOR (4) x what it runs at once
+
+
+async def test_learned_parallelism_is_the_models_peak_overlap(store_url: str) -> None:
+    """The script counts overlaps by a sweep; the model (routing.load) pair by pair: the
+    same answer on random windows, with shared ends, touching and nested intervals."""
+    store = await open_store(store_url)
+    fleet = FleetStore(store, ["gpu"])
+    rng = random.Random(12)
+    try:
+        for trial in range(12):
+            await store.redis.delete(keys.service_times("gpu"))
+            spans: list[tuple[float, float]] = []
+            for n in range(rng.choice([1, 5, 20, SERVICE_WINDOW + 10])):
+                start = rng.choice([rng.randrange(0, 4000), 1000, 2000])  # ties, touching
+                end = start + rng.choice([rng.randrange(1, 3000), 1000])
+                spans.append((start / 1000, end / 1000))
+                _, learned = await fleet.learn("gpu", None, spans[-1], f"{trial}-{n}")
+            kept = await store.redis.zrange(keys.service_times("gpu"), 0, -1)
+            window = [(int(a) / 1000, int(b) / 1000) for a, b, _ in (m.split(b":") for m in kept)]
+            assert len(window) == min(len(spans), SERVICE_WINDOW)
+            assert learned == peak_overlap(window), (trial, window)
+    finally:
+        await store.close()
