@@ -108,13 +108,27 @@ class Dispatcher:
             return await self._evaluate(record.tenant, request)
         return self._eligibility.evaluate(record.tenant, request)
 
-    async def dispatch(self, current: Versioned, eligible: Eligible | None = None) -> Dispatched:
+    async def dispatch(
+        self,
+        current: Versioned,
+        eligible: Eligible | None = None,
+        *,
+        stored: Awaitable[object] | None = None,
+    ) -> Dispatched:
+        """Reserve a backend and submit the job there, failing over within the budget.
+
+        `stored` is the job's creation still in flight (a new job's write, sent in the same
+        round trip as its first reservation): it is awaited before any provider hears of
+        the job or the job is written again, so a job is always in the store first.
+        """
         record = current.record
         if record.status is not JobStatus.QUEUED or record.request is None:
             return Dispatched(current, placed=True)
         if eligible is None:
             eligible = await self.eligible(record)
         if not eligible.candidates:
+            if stored is not None:
+                await stored
             saved = await self._give_up(
                 record.id, [], record.next_track, "no_eligible_backend",
                 "no backend can serve this request any more",
@@ -123,11 +137,13 @@ class Dispatcher:
         self.budget.active += 1
         try:
             with structlog.contextvars.bound_contextvars(job_id=record.id, tenant=record.tenant):
-                return await self._attempts(current, eligible)
+                return await self._attempts(current, eligible, stored)
         finally:
             self.budget.active -= 1
 
-    async def _attempts(self, current: Versioned, eligible: Eligible) -> Dispatched:
+    async def _attempts(
+        self, current: Versioned, eligible: Eligible, stored: Awaitable[object] | None
+    ) -> Dispatched:
         record = current.record
         attempts: list[Attempt] = []
         next_track = record.next_track
@@ -164,6 +180,9 @@ class Dispatcher:
                     return Dispatched(
                         await self._record_attempts(record.id, attempts, next_track), False
                     )
+                if stored is not None:
+                    await self._stored(stored, reservation)
+                    stored = None
                 left -= 1
                 stopped = "max_attempts reached"
                 backend = reservation.backend
@@ -214,6 +233,17 @@ class Dispatcher:
         summary = f"{tried_text}; {stopped}" if tried_text else stopped
         saved = await self._give_up(record.id, attempts, next_track, code, summary)
         return Dispatched(saved, placed=True)
+
+    async def _stored(self, stored: Awaitable[object], reservation: Reservation) -> None:
+        """The job's creation has landed; if it failed, the reservation is given back."""
+        try:
+            await stored
+        except BaseException:
+            try:
+                await self._router.release(reservation.backend, reservation.members)
+            except Exception:  # the store is away: the reservation's lease runs out instead
+                log.warning("reservation_not_released", backend=reservation.backend)
+            raise
 
     def _held_back(self, record: JobRecord) -> float:
         """Batch work leaves `interactive_reserve` of every backend to interactive work."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import time
 
@@ -130,21 +131,33 @@ async def _submit(request: web.Request) -> web.Response:
         ):
             return await _replay(request, found, body_hash)
         raise
-    existing = await s.jobs.create(
+    create = s.jobs.create(
         record,
         poll_due=time.time() + s.settings.jobs.dispatch_timeout,
         idempotency=(key_digest, f"{record.id} {body_hash}") if idempotency is not None else None,
         idempotency_ttl=s.settings.jobs.idempotency_ttl,
     )
-    if existing is not None:
-        await s.quotas.undo(tenant, record.id, body.num_images)
-        return await _replay(request, existing, body_hash)
+    # Jobs of this class or a higher one already wait: this one joins the line.
     behind = s.queue.behind(priority)
-    if behind:
-        # Jobs of this class or a higher one already wait: this one joins the line.
-        dispatched = Dispatched(None, placed=False)
+    if idempotency is None and not behind:
+        # Nothing to replay: the job's write goes out with its first reservation (one
+        # round trip); dispatch awaits it before the provider hears of the job.
+        creating = asyncio.ensure_future(create)
+        try:
+            dispatched = await s.dispatcher.dispatch(
+                Versioned(1, record), eligible, stored=creating
+            )
+        finally:
+            await creating
     else:
-        dispatched = await s.dispatcher.dispatch(Versioned(1, record), eligible)
+        existing = await create
+        if existing is not None:
+            await s.quotas.undo(tenant, record.id, body.num_images)
+            return await _replay(request, existing, body_hash)
+        if behind:
+            dispatched = Dispatched(None, placed=False)
+        else:
+            dispatched = await s.dispatcher.dispatch(Versioned(1, record), eligible)
     if dispatched.placed:
         pass
     elif await s.queue.push(record.id, tenant.name, priority):

@@ -1,7 +1,9 @@
-"""The submit path sends no duplicate store commands and shares no job object it mutates."""
+"""The submit path sends no duplicate store commands, shares no job object it mutates, and
+stores a job before any provider hears of it."""
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -9,6 +11,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from gateway.context import SERVICES
+from gateway.ids import parse_track_id
 from gateway.store import keys
 from tests.conftest import Gateway
 from tests.helpers import AUTH, backend
@@ -17,8 +20,12 @@ from tests.helpers import AUTH, backend
 SUCCESS = {"status": "success", "id": 7, "output": ["http://127.0.0.1/x.png"]}
 
 
-async def instant_provider() -> TestServer:
-    async def answer(_: web.Request) -> web.Response:
+async def instant_provider(
+    seen: Callable[[web.Request], Awaitable[None]] | None = None,
+) -> TestServer:
+    async def answer(request: web.Request) -> web.Response:
+        if seen is not None:
+            await seen(request)
         return web.json_response(SUCCESS)
 
     app = web.Application()
@@ -54,6 +61,40 @@ async def test_an_instant_result_releases_its_slot_once(redis_url: str, gateway:
     store = aioredis.Redis.from_url(redis_url)
     try:
         assert await store.zcard(keys.reservations("ml-1")) == 0
+    finally:
+        await store.aclose()
+        await provider.close()
+
+
+async def test_a_new_job_is_stored_with_its_reservation_before_the_provider_hears_of_it(
+    redis_url: str, gateway: Gateway
+) -> None:
+    store = aioredis.Redis.from_url(redis_url)
+    stored_when_called: list[bool] = []
+
+    async def seen(request: web.Request) -> None:
+        parsed = parse_track_id((await request.json())["track_id"])
+        assert parsed is not None
+        stored_when_called.append(bool(await store.exists(keys.job(parsed[0]))))
+
+    provider = await instant_provider(seen)
+    client = await gateway(redis_url, [backend("ml-1", f"http://127.0.0.1:{provider.port}/ml")])
+    batcher = client.app[SERVICES].store._batcher
+    assert batcher is not None
+    batches: list[list[str | None]] = []
+    real_send = batcher._send
+
+    async def recording(batch: Any) -> None:
+        batches.append([call[0] for call in batch])
+        await real_send(batch)
+
+    batcher._send = recording  # type: ignore[method-assign]
+    try:
+        resp = await client.post("/v1/generations", json={"prompt": "stored"}, headers=AUTH)
+        assert resp.status == 202, await resp.json()
+        assert stored_when_called == [True]
+        # The job's write and its reservation went out together: one round trip, not two.
+        assert any({"CREATE_JOB", "RESERVE"} <= set(names) for names in batches), batches
     finally:
         await store.aclose()
         await provider.close()
