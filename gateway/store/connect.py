@@ -16,6 +16,7 @@ from gateway.store import scripts
 from gateway.store.batch import BACKOFF_BASE, BACKOFF_CAP, RETRIES, Batcher
 from gateway.store.cluster import is_cluster_url, open_cluster
 from gateway.store.timing import CommandTiming, TimedRedis
+from gateway.store.wire import NAME as WIRE_NAME
 from gateway.store.wire import Wire
 from observability.metrics import Metrics
 
@@ -50,15 +51,22 @@ class Store:
             None
             if memory or cluster
             else Batcher(
-                Wire(
-                    client.connection_pool.connection_kwargs,
-                    client.connection_pool.connection_class,
-                ),
+                self.wire(),
                 self._scripts,
                 timing if isinstance(timing, CommandTiming) else None,
                 client.response_callbacks,
             )
         )
+
+    def wire(self, name: str = WIRE_NAME) -> Wire:
+        """A new multiplexed connection to this (single-node) Redis, named `name`."""
+        pool = self.redis.connection_pool
+        return Wire(pool.connection_kwargs, pool.connection_class, name=name)
+
+    @property
+    def single(self) -> bool:
+        """One real Redis (not a cluster, not memory://): the wire's lean paths apply."""
+        return self._batcher is not None
 
     async def run(self, name: str, keys: Sequence[str], args: Sequence[Arg]) -> Any:
         """Run one script; its keys must share a hash slot (Redis Cluster's rule)."""

@@ -10,11 +10,14 @@ import asyncio
 from collections import defaultdict
 from collections.abc import Callable
 
+from redis.exceptions import ConnectionError as RedisConnectionError
+
 from gateway.store.connect import Store
 from gateway.store.keys import EVENTS_CHANNEL
 from observability.logging import get_logger
 
 log = get_logger(__name__)
+LISTENER_NAME = "gateway-events"  # its connection's name in `CLIENT LIST`
 
 
 class JobEvents:
@@ -30,21 +33,37 @@ class JobEvents:
     async def run(self) -> None:
         """Listen until cancelled, reconnecting after store outages."""
         while True:
-            pubsub = self._store.redis.pubsub(ignore_subscribe_messages=True)
             try:
-                await pubsub.subscribe(EVENTS_CHANNEL)
-                while True:
-                    message = await pubsub.get_message(timeout=1.0)
-                    if message is not None:
-                        self._dispatch(message["data"])
+                await (self._listen_wire() if self._store.single else self._listen_pubsub())
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # the store went away; wake everyone to re-read
                 log.warning("events_disconnected", error=type(exc).__name__)
                 self._wake_all()
                 await asyncio.sleep(0.5)
-            finally:
-                await pubsub.aclose()  # type: ignore[no-untyped-call]
+
+    async def _listen_wire(self) -> None:
+        """One Redis: a connection of our own, each message handled as it is parsed (every
+        instance hears of every job that ends, so this runs N times per job in a fleet)."""
+        wire = self._store.wire(LISTENER_NAME)
+        try:
+            lost = await wire.subscribe(EVENTS_CHANNEL, self._dispatch)
+            await lost
+            raise RedisConnectionError("the events connection was lost")
+        finally:
+            await wire.close()
+
+    async def _listen_pubsub(self) -> None:
+        """A cluster or memory://: redis-py's pub/sub."""
+        pubsub = self._store.redis.pubsub(ignore_subscribe_messages=True)
+        try:
+            await pubsub.subscribe(EVENTS_CHANNEL)
+            while True:
+                message = await pubsub.get_message(timeout=1.0)
+                if message is not None:
+                    self._dispatch(message["data"])
+        finally:
+            await pubsub.aclose()  # type: ignore[no-untyped-call]
 
     def _dispatch(self, data: bytes) -> None:
         job_id, _, status = data.decode().partition(" ")

@@ -8,11 +8,15 @@ hiredis's reader and matched to their callers in order: about 12 us per command,
 side by side (bench/floor.py). Redis answers a connection's commands in the order it got
 them, so one connection carries every concurrent caller; nothing waits for a free one.
 
-Only what cannot block goes here (scripts, HMGET). Blocking reads, pub/sub and transactions
-stay on redis-py's pool. The connection is opened lazily and opened again after a drop;
-a batch whose connection drops fails with redis-py's ConnectionError (the Batcher retries
-it whole, as redis-py retries a pipeline) and a reply that takes longer than `timeout`
-aborts the connection with TimeoutError. Error replies become redis-py's exception classes
+Only what cannot block goes here (scripts, HMGET). Blocking reads and transactions stay on
+redis-py's pool. A second Wire, its own connection, listens to a pub/sub channel
+(`subscribe`): each message is handed to a callback as it is parsed, with no task, timeout
+or future per message (the job events every instance receives for every job that ends).
+
+The connection is opened lazily and opened again after a drop; a batch whose connection
+drops fails with redis-py's ConnectionError (the Batcher retries it whole, as redis-py
+retries a pipeline) and a reply that takes longer than `timeout` aborts the connection
+with TimeoutError. Error replies become redis-py's exception classes
 (`NoScriptError`, `ResponseError`, ...), so callers see what they saw before.
 """
 
@@ -22,7 +26,7 @@ import asyncio
 import ssl
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import hiredis
@@ -33,6 +37,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 Arg = str | int | float | bytes
 NAME = "gateway-wire"
+OnMessage = Callable[[bytes], None]
 
 
 class _Batch:
@@ -45,7 +50,8 @@ class _Batch:
 
 
 class _Protocol(asyncio.Protocol):
-    def __init__(self) -> None:
+    def __init__(self, on_message: OnMessage | None = None) -> None:
+        self.on_message = on_message  # a subscriber's: pushed messages go there
         self.transport: asyncio.Transport | None = None
         self.reader = hiredis.Reader()
         self.waiting: deque[_Batch] = deque()
@@ -60,6 +66,9 @@ class _Protocol(asyncio.Protocol):
         while (reply := reader.gets()) is not False:
             if isinstance(reply, hiredis.ReplyError):
                 reply = BaseParser.parse_error(str(reply))  # type: ignore[no-untyped-call]
+            elif self.on_message is not None and type(reply) is list and reply[0] == b"message":
+                self.on_message(reply[2])  # [b"message", channel, data]: pushed, not a reply
+                continue
             batch = waiting[0]
             batch.replies.append(reply)
             batch.left -= 1
@@ -85,9 +94,12 @@ class Wire:
     """Send batches of commands; each batch's replies come back as one list, in order."""
 
     def __init__(self, connection_kwargs: dict[str, Any], connection_class: type, *,
-                 connect_timeout: float = 2.0, timeout: float = 5.0) -> None:  # fmt: skip
+                 connect_timeout: float = 2.0, timeout: float = 5.0,
+                 name: str = NAME) -> None:  # fmt: skip
         self._kwargs = connection_kwargs
         self._class = connection_class
+        self._name = name
+        self._on_message: OnMessage | None = None
         self._connect_timeout = connect_timeout
         self._timeout = timeout
         self._protocol: _Protocol | None = None
@@ -105,6 +117,16 @@ class Wire:
         protocol.waiting.append(_Batch(future, len(commands)))
         protocol.transport.write(b"".join([hiredis.pack_command(c) for c in commands]))  # type: ignore[arg-type]
         return await future
+
+    async def subscribe(self, channel: str, on_message: OnMessage) -> asyncio.Future[None]:
+        """Listen on `channel` (this Wire then carries nothing else): `on_message(data)` for
+        each message. Returns a future that is done when the connection is lost."""
+        self._on_message = on_message
+        protocol = await self._connect()
+        for reply in await self.send([("SUBSCRIBE", channel)]):
+            if isinstance(reply, Exception):
+                raise reply
+        return protocol.closed
 
     async def close(self) -> None:
         if self._watchdog is not None:
@@ -127,13 +149,17 @@ class Wire:
     async def _open(self) -> _Protocol:
         loop = asyncio.get_running_loop()
         kw = self._kwargs
+
+        def make() -> _Protocol:
+            return _Protocol(self._on_message)
+
         try:
             async with asyncio.timeout(self._connect_timeout):
                 if issubclass(self._class, UnixDomainSocketConnection):
-                    _, protocol = await loop.create_unix_connection(_Protocol, kw["path"])
+                    _, protocol = await loop.create_unix_connection(make, kw["path"])
                 else:
                     _, protocol = await loop.create_connection(
-                        _Protocol,
+                        make,
                         kw.get("host", "localhost"),
                         kw.get("port", 6379),
                         ssl=_ssl_context(kw) if issubclass(self._class, SSLConnection) else None,
@@ -148,7 +174,7 @@ class Wire:
             hello.append(("AUTH", user, kw["password"]) if user else ("AUTH", kw["password"]))
         if kw.get("db"):
             hello.append(("SELECT", kw["db"]))
-        hello.append(("CLIENT", "SETNAME", NAME))  # `CLIENT LIST` tells it apart
+        hello.append(("CLIENT", "SETNAME", self._name))  # `CLIENT LIST` tells it apart
         self._protocol = protocol
         for reply in await self.send(hello):
             if isinstance(reply, Exception):

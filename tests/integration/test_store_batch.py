@@ -17,6 +17,8 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from gateway.store import keys, open_store
+from gateway.store.events import LISTENER_NAME, JobEvents
+from gateway.store.keys import EVENTS_CHANNEL
 from gateway.store.wire import NAME, Wire
 from observability.metrics import Metrics
 from tests.conftest import start_redis
@@ -228,3 +230,38 @@ async def test_the_wire_speaks_tls_and_checks_the_certificate(tmp_path: Path) ->
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+async def test_job_events_come_over_their_own_connection_and_after_a_drop(redis_url: str) -> None:
+    store = await open_store(redis_url)
+    events = JobEvents(store)
+    heard: asyncio.Queue[tuple[str, str]] = asyncio.Queue()
+    events.subscribe(lambda job, status: heard.put_nowait((job, status)))
+    listening = asyncio.ensure_future(events.run())
+    admin = aioredis.Redis.from_url(redis_url)
+
+    async def listener_ids() -> list[str]:
+        clients = await admin.client_list()
+        return [c["id"] for c in clients if c["name"] == LISTENER_NAME]
+
+    async def publish_until_heard(job: str) -> tuple[str, str]:
+        for _ in range(50):  # the subscription may be a moment away
+            await admin.publish(EVENTS_CHANNEL, f"{job} succeeded")
+            try:
+                return await asyncio.wait_for(heard.get(), 0.1)
+            except TimeoutError:
+                continue
+        raise AssertionError(f"{job} was never heard")
+
+    try:
+        assert await publish_until_heard("j1") == ("j1", "succeeded")
+        first = await listener_ids()
+        assert len(first) == 1  # its own named connection, not one from redis-py's pool
+        await admin.client_kill_filter(_id=first[0])
+        assert await publish_until_heard("j2") == ("j2", "succeeded")  # back after the drop
+        assert await listener_ids() not in ([], first)
+    finally:
+        listening.cancel()
+        await asyncio.gather(listening, return_exceptions=True)
+        await admin.aclose()
+        await store.close()
