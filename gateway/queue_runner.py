@@ -79,7 +79,11 @@ class QueueRunner:
         self._holding = False
 
     def wake(self) -> None:
-        self._wake.set()
+        """A slot may have freed up, or a job joined the line. With no line (as last
+        counted, each tick, or pushed here since) there is nothing to look at: a job's end
+        wakes every instance, and most of the time it would be a turn for nothing."""
+        if any(self._queue.waiting.values()):
+            self._wake.set()
 
     def stop(self) -> None:
         """Finish the batch in hand, then stop: the rest of the queue is for other instances."""
@@ -106,7 +110,8 @@ class QueueRunner:
     async def run(self) -> None:
         while not self._stopping:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), HOLD_TICK if self._holding else TICK)
+                async with asyncio.timeout(HOLD_TICK if self._holding else TICK):  # no task
+                    await self._wake.wait()
             self._wake.clear()
             if self._stopping:
                 return
