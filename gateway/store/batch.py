@@ -2,9 +2,12 @@
 (auto-pipelining), over one multiplexed connection (gateway/store/wire.py).
 
 Under load many requests are between awaits at once, each about to run a script or read a
-record. Batched, a turn's calls share one write, one read and one wake-up. A lone call still
-goes out by itself, one loop turn later. Replies come back in order and each caller gets its
-own reply or error: one call's error never fails another's.
+record. Batched, a turn's calls share one write, one read and one wake-up. One batch is in
+flight at a time: what is called while it is out waits for its answer and goes next, as
+one batch (under load a round trip gathers several turns' calls: fewer writes, tasks and
+wake-ups per call; Redis runs them one after another anyway). A lone call still goes out
+by itself, one loop turn later. Replies come back in order and each caller gets its own
+reply or error: one call's error never fails another's.
 
 A batch whose connection drops is sent again whole, with backoff (about 5 s in all, as the
 redis-py pool is configured in connect.py); the scripts are written to be safe to resend
@@ -50,6 +53,7 @@ class Batcher:
         self._timing = timing
         self._pending: list[Call] = []
         self._tasks: set[asyncio.Task[None]] = set()
+        self._in_flight = 0  # batches sent and not yet answered
 
     def run(self, name: str, keys: Sequence[str], args: Sequence[Arg]) -> asyncio.Future[Any]:
         """The script's reply, once this turn's batch has been answered."""
@@ -64,7 +68,7 @@ class Batcher:
     ) -> asyncio.Future[Any]:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
-        if not self._pending:
+        if not self._pending and not self._in_flight:
             loop.call_soon(self._flush)
         self._pending.append((name, keys, args, future))
         return future
@@ -82,9 +86,22 @@ class Batcher:
 
     def _flush(self) -> None:
         batch, self._pending = self._pending, []
+        if not batch:
+            return
+        self._in_flight += 1
         task = asyncio.create_task(self._send(batch))
         self._tasks.add(task)  # a reference until it is done (the loop keeps only weak ones)
-        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(self._sent)
+
+    def _sent(self, task: asyncio.Task[None]) -> None:
+        """One batch answered: what gathered meanwhile goes next, as one batch. Under load
+        calls pile up during a round trip, so a batch carries many; alone, a call still
+        goes out one loop turn after it was made (after its batch's callers resumed, so
+        what they send next joins it)."""
+        self._tasks.discard(task)
+        self._in_flight -= 1
+        if self._pending and not self._in_flight:
+            asyncio.get_running_loop().call_soon(self._flush)
 
     def _packed(self, call: Call, *, source: bool = False) -> tuple[Arg, ...]:
         name, keys, args, _ = call
