@@ -51,7 +51,7 @@ class Accountant:
         return UsageEntry(
             tenant=record.tenant,
             backend=record.backend,
-            day=completed.strftime("%Y-%m-%d"),
+            day=completed.date().isoformat(),  # YYYY-MM-DD, without strftime's format parsing
             images=usage.images,
             megapixel_steps=usage.megapixel_steps,
             provider_seconds=usage.provider_seconds,
