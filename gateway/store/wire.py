@@ -66,7 +66,7 @@ class _Protocol(asyncio.Protocol):
         while (reply := reader.gets()) is not False:
             if isinstance(reply, hiredis.ReplyError):
                 reply = BaseParser.parse_error(str(reply))  # type: ignore[no-untyped-call]
-            elif self.on_message is not None and type(reply) is list and reply[0] == b"message":
+            elif self.on_message is not None and type(reply) is list and reply[:1] == [b"message"]:
                 self.on_message(reply[2])  # [b"message", channel, data]: pushed, not a reply
                 continue
             batch = waiting[0]
