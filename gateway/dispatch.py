@@ -8,7 +8,6 @@ finishes it. A job no backend can take yet is not placed; the caller queues it.
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -16,8 +15,8 @@ from dataclasses import dataclass
 import aiohttp
 import structlog
 
-from adapters.base import Callback, ProviderResult, ResultMode, ResultState, Submission
-from adapters.errors import ProviderError, ProviderMaybeAccepted
+from adapters.base import ResultMode
+from adapters.errors import ProviderError
 from adapters.normalized import GenerationRequest
 from gateway import ids
 from gateway.config import Settings
@@ -26,6 +25,7 @@ from gateway.jobs import transitions
 from gateway.jobs.model import Attempt, JobRecord, JobStatus, utcnow
 from gateway.jobs.updater import Change, JobUpdater
 from gateway.store.jobs import Versioned
+from gateway.submission import Submitted, Submitter
 from observability.logging import get_logger, log_sampled
 from observability.metrics import FAILOVER_REASONS, Metrics, provider_call
 from routing.backends import Backend
@@ -34,13 +34,6 @@ from routing.router import AllFull, NoRoutableBackend, Reservation, RetryBudget,
 
 log = get_logger(__name__)
 DISPATCH_LOG_SAMPLE = 1000  # one info line per this many dispatches (the rest at debug)
-
-
-@dataclass(frozen=True)
-class Submitted:
-    n: int
-    images: int
-    result: ProviderResult
 
 
 @dataclass(frozen=True)
@@ -83,6 +76,7 @@ class Dispatcher:
         self._session = session
         self._held = held
         self._metrics = metrics
+        self._submitter = Submitter(settings, session, metrics)
         self._evaluate = evaluate  # eligibility that needs the store (e.g. tune models)
         budget = settings.routing.retry_budget
         self.budget = RetryBudget(budget.ratio, budget.min_retries)
@@ -90,14 +84,6 @@ class Dispatcher:
         # cancelled dispatch leaves here is handed back when the instance stops.
         self.unsettled: dict[str, Unsettled] = {}
         self.dispatched = 0
-
-    def callback_url(self, backend: str, record: JobRecord, n: int) -> Callback:
-        track = ids.track_id(record.id, n)
-        token = ids.submission_token(record.secret, track)
-        return Callback(
-            url=f"{self._settings.public_base}/webhooks/{backend}/{track}?token={token}",
-            track_id=track,
-        )
 
     async def eligible(self, record: JobRecord) -> Eligible:
         """Which backends could serve the job's stored request (and with which plan)."""
@@ -201,7 +187,9 @@ class Dispatcher:
                 )
                 try:
                     with provider_call():
-                        submitted = await self._submit_all(record, reservation, next_track)
+                        submitted = await self._submitter.submit_all(
+                            record, reservation, next_track
+                        )
                 except ProviderError as exc:
                     next_track += 1
                     last_error = exc
@@ -248,61 +236,6 @@ class Dispatcher:
     def _held_back(self, record: JobRecord) -> float:
         """Batch work leaves `interactive_reserve` of every backend to interactive work."""
         return self._settings.routing.interactive_reserve if record.priority == "batch" else 0.0
-
-    async def _submit_all(
-        self, record: JobRecord, reservation: Reservation, first: int
-    ) -> list[Submitted]:
-        """Submit every part; the first decides acceptance, later failures cost only images."""
-        backend = reservation.candidate.backend
-        subs = reservation.candidate.plan.submissions
-        head = await self._submit(backend, subs[0], self.callback_url(backend.name, record, first))
-        tail = await asyncio.gather(
-            *(
-                self._submit_part(backend, sub, self.callback_url(backend.name, record, first + i))
-                for i, sub in enumerate(subs[1:], start=1)
-            )
-        )
-        results = [head, *tail]
-        return [
-            Submitted(first + i, sub.images, res)
-            for i, (sub, res) in enumerate(zip(subs, results, strict=True))
-        ]
-
-    async def _submit(
-        self, backend: Backend, sub: Submission, callback: Callback
-    ) -> ProviderResult:
-        started = time.perf_counter()
-        try:
-            result = await backend.adapter.submit(self._session, sub, callback)
-        except ProviderMaybeAccepted as exc:
-            # Possibly taken: resubmitting elsewhere could bill twice. Wait for its callback.
-            self._metrics.attempts.labels(backend.name, backend.kind, exc.outcome).inc()
-            self._metrics.provider_error(backend.name, backend.kind, exc.outcome)
-            log.warning(
-                "submission_maybe_accepted", backend=backend.name, track_id=callback.track_id
-            )
-            return ProviderResult(ResultState.PENDING)
-        except ProviderError as exc:
-            self._metrics.attempts.labels(backend.name, backend.kind, exc.outcome).inc()
-            self._metrics.provider_error(backend.name, backend.kind, exc.outcome)
-            raise
-        finally:
-            self._metrics.provider_duration.labels(backend.name, "submit").observe(
-                time.perf_counter() - started
-            )
-        outcome = "completed" if result.state.final else "accepted"
-        self._metrics.attempts.labels(backend.name, backend.kind, outcome).inc()
-        return result
-
-    async def _submit_part(
-        self, backend: Backend, sub: Submission, callback: Callback
-    ) -> ProviderResult:
-        try:
-            return await self._submit(backend, sub, callback)
-        except ProviderError as exc:
-            return ProviderResult(
-                ResultState.FAILED, error_code=exc.outcome, error_message=exc.message
-            )
 
     async def _accepted(
         self,
