@@ -30,6 +30,14 @@ class Submitted:
     result: ProviderResult
 
 
+def callback(public_base: str, backend: str, owner: str, secret: str, n: int) -> Callback:
+    """Where a provider reports on part `n` of a job or tune (`owner`): its track id and a
+    token derived from the owner's secret, so nothing extra is stored."""
+    track = ids.track_id(owner, n)
+    token = ids.submission_token(secret, track)
+    return Callback(url=f"{public_base}/webhooks/{backend}/{track}?token={token}", track_id=track)
+
+
 class Submitter:
     def __init__(self, settings: Settings, session: aiohttp.ClientSession, metrics: Metrics):
         self._settings = settings
@@ -37,12 +45,7 @@ class Submitter:
         self._metrics = metrics
 
     def callback_url(self, backend: str, record: JobRecord, n: int) -> Callback:
-        track = ids.track_id(record.id, n)
-        token = ids.submission_token(record.secret, track)
-        return Callback(
-            url=f"{self._settings.public_base}/webhooks/{backend}/{track}?token={token}",
-            track_id=track,
-        )
+        return callback(self._settings.public_base, backend, record.id, record.secret, n)
 
     async def submit_all(
         self, record: JobRecord, reservation: Reservation, first: int

@@ -19,10 +19,10 @@ import aiohttp
 from adapters.base import Callback, ResultState, TuneResult
 from adapters.errors import ProviderError, ProviderMaybeAccepted
 from adapters.normalized_tune import TuneRequest
-from gateway import ids
 from gateway.config import Settings
 from gateway.jobs.model import Attempt, utcnow
 from gateway.store.jobs import PollChange
+from gateway.submission import callback
 from gateway.tunes import transitions
 from gateway.tunes.model import TuneRecord, TuneStatus
 from gateway.tunes.placement import NoTrainer, Placement, TrainingCandidate
@@ -57,12 +57,7 @@ class TuneDispatcher:
         self._metrics = metrics
 
     def callback(self, backend: str, record: TuneRecord, n: int) -> Callback:
-        track = ids.track_id(record.id, n)
-        token = ids.submission_token(record.secret, track)
-        return Callback(
-            url=f"{self._settings.public_base}/webhooks/{backend}/{track}?token={token}",
-            track_id=track,
-        )
+        return callback(self._settings.public_base, backend, record.id, record.secret, n)
 
     def next_poll(self, eta: float | None, backend: TrainingCandidate | None = None) -> float:
         """When to ask the provider if no callback came: after its eta plus the grace."""
