@@ -12,17 +12,19 @@ reply or error: one call's error never fails another's.
 A batch whose connection drops is sent again whole, with backoff (about 5 s in all, as the
 redis-py pool is configured in connect.py); the scripts are written to be safe to resend
 (versioned compare-and-set, named members). A script Redis does not know (`NOSCRIPT`, e.g.
-after a restart) is sent again as EVAL with its source, which loads it. Single-node Redis
-only: a Redis Cluster cannot pipeline EVALSHA across slots.
+after a restart) is sent again as EVAL with its source, which loads it. On a Redis Cluster
+the wire is a ClusterWire (gateway/store/cluster_wire.py): a batch goes out as one write per
+master, each command to its slot's owner.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
+from redis._parsers.response_callbacks import get_response_callbacks
 from redis.commands.core import AsyncScript
 from redis.exceptions import AuthenticationError, NoScriptError
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -30,6 +32,9 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from gateway.store.timing import CommandTiming
 from gateway.store.wire import Wire
+
+if TYPE_CHECKING:
+    from gateway.store.cluster_wire import ClusterWire
 
 Arg = str | int | float | bytes
 # A script (its name, keys, args) or a plain command (name None, the command's words as args).
@@ -42,18 +47,24 @@ RETRIES, BACKOFF_BASE, BACKOFF_CAP = 8, 0.05, 1.0
 class Batcher:
     def __init__(
         self,
-        wire: Wire,
+        wire: Wire | ClusterWire,
         scripts: dict[str, AsyncScript],
         timing: CommandTiming | None,
-        callbacks: Mapping[Any, Any] | None = None,
+        *,
+        overlap: bool = False,
     ) -> None:
         self._wire = wire
         self._scripts = scripts
-        self._callbacks = callbacks or {}  # redis-py's reply parsers, by command name
+        # The wire speaks RESP2 (no HELLO): plain commands' replies are parsed by redis-py's
+        # RESP2 parsers, into the shapes its clients return by default.
+        self._callbacks = get_response_callbacks(2, legacy_responses=True)
         self._timing = timing
         self._pending: list[Call] = []
         self._tasks: set[asyncio.Task[None]] = set()
         self._in_flight = 0  # batches sent and not yet answered
+        # One batch in flight on one Redis; on a cluster a batch waits for its slowest
+        # master (a failover can take seconds), so the next turn's batch does not wait.
+        self._max_in_flight = 1_000_000 if overlap else 1
 
     def run(self, name: str, keys: Sequence[str], args: Sequence[Arg]) -> asyncio.Future[Any]:
         """The script's reply, once this turn's batch has been answered."""
@@ -68,7 +79,7 @@ class Batcher:
     ) -> asyncio.Future[Any]:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
-        if not self._pending and not self._in_flight:
+        if not self._pending and self._in_flight < self._max_in_flight:
             loop.call_soon(self._flush)
         self._pending.append((name, keys, args, future))
         return future
@@ -100,7 +111,7 @@ class Batcher:
         what they send next joins it)."""
         self._tasks.discard(task)
         self._in_flight -= 1
-        if self._pending and not self._in_flight:
+        if self._pending and self._in_flight < self._max_in_flight:
             asyncio.get_running_loop().call_soon(self._flush)
 
     def _packed(self, call: Call, *, source: bool = False) -> tuple[Arg, ...]:
@@ -137,7 +148,12 @@ class Batcher:
             if isinstance(reply, Exception):
                 _settle(call[3], error=reply)
             elif call[0] is None and (parse := self._callbacks.get(str(call[2][0]).upper())):
-                _settle(call[3], parse(reply))
+                try:
+                    parsed = parse(reply)
+                except Exception as exc:  # a reply redis-py cannot read: this call's error
+                    _settle(call[3], error=exc)
+                else:
+                    _settle(call[3], parsed)
             else:
                 _settle(call[3], reply)
 

@@ -1,11 +1,12 @@
 """Redis Cluster: `redis+cluster://[user:password@]host:port[,host:port...]`; TLS: rediss+cluster.
 
-One reachable node is enough; redis-py's `RedisCluster` discovers the rest, follows `MOVED`
-and `ASK` redirections (refreshing its slot map after a resharding or failover) and reloads
-a script on `NOSCRIPT`. Every script and multi-key command keeps its keys in one hash slot
-(see keys.py), so nothing the gateway sends can be `CROSSSLOT`; what cannot be pipelined on
-a cluster (EVALSHA, multi-stream XREADGROUP) is sent per key instead (see connect.py and
-schedules.py). Commands and pipelines are timed like the single-node client's.
+One reachable node is enough; redis-py's `RedisCluster` discovers the rest and keeps the
+slot map. The hot path's scripts and reads go through the Batcher over a ClusterWire
+(cluster_wire.py: one multiplexed connection per master, redirections followed there);
+what remains here (blocking reads, admin listings, transactions) uses this client, which
+follows `MOVED` and `ASK` itself. Every script and multi-key command keeps its keys in one
+hash slot (see keys.py), so nothing the gateway sends can be `CROSSSLOT`. Commands and
+pipelines are timed like the single-node client's.
 """
 
 from __future__ import annotations

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import random
 from collections.abc import Sequence
 from typing import Any
 
@@ -15,6 +16,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from gateway.store import scripts
 from gateway.store.batch import BACKOFF_BASE, BACKOFF_CAP, RETRIES, Batcher
 from gateway.store.cluster import is_cluster_url, open_cluster
+from gateway.store.cluster_wire import ClusterWire
 from gateway.store.timing import CommandTiming, TimedRedis
 from gateway.store.wire import NAME as WIRE_NAME
 from gateway.store.wire import Wire
@@ -37,7 +39,7 @@ class Store:
     def __init__(self, client: redis.Redis, *, memory: bool, cluster: bool = False) -> None:
         self.redis = client
         self.memory = memory
-        self.cluster = cluster  # a Redis Cluster: no EVALSHA in pipelines (see run_each)
+        self.cluster = cluster  # a Redis Cluster: no EVALSHA in redis-py pipelines
         self._scripts = {
             name: client.register_script(getattr(scripts, name))
             for name in dir(scripts)
@@ -46,15 +48,16 @@ class Store:
         timing = getattr(client, "timing", None)
         if isinstance(timing, CommandTiming):
             timing.scripts.update({s.sha: name for name, s in self._scripts.items()})
-        # One Redis: a loop turn's scripts share a round trip (gateway/store/batch.py).
+        # A loop turn's scripts share a round trip (gateway/store/batch.py): to the one
+        # Redis, or to each master of a cluster (gateway/store/cluster_wire.py).
         self._batcher = (
             None
-            if memory or cluster
+            if memory
             else Batcher(
-                self.wire(),
+                ClusterWire(client) if cluster else self.wire(),  # type: ignore[arg-type]
                 self._scripts,
                 timing if isinstance(timing, CommandTiming) else None,
-                client.response_callbacks,
+                overlap=cluster,
             )
         )
 
@@ -63,10 +66,15 @@ class Store:
         pool = self.redis.connection_pool
         return Wire(pool.connection_kwargs, pool.connection_class, name=name)
 
-    @property
-    def single(self) -> bool:
-        """One real Redis (not a cluster, not memory://): the wire's lean paths apply."""
-        return self._batcher is not None
+    async def listener(self, name: str) -> Wire:
+        """A connection of its own for a pub/sub subscriber: to the one Redis, or to any
+        master of a cluster (a cluster's PUBLISH reaches every node); not on memory://."""
+        if not self.cluster:
+            return self.wire(name)
+        cluster: Any = self.redis
+        await cluster.initialize()
+        node = random.choice(cluster.get_primaries())  # spread the fleet's listeners
+        return Wire(node.connection_kwargs, node.connection_class, name=name)
 
     async def run(self, name: str, keys: Sequence[str], args: Sequence[Arg]) -> Any:
         """Run one script; its keys must share a hash slot (Redis Cluster's rule)."""
@@ -87,10 +95,10 @@ class Store:
     async def run_each(
         self, name: str, calls: Sequence[tuple[Sequence[str], Sequence[Arg]]]
     ) -> list[Any]:
-        """One script over many (keys, args), e.g. once per shard: one batch, one round trip,
-        on one Redis (the calls join the same loop turn's batch); concurrently on a cluster,
-        which cannot pipeline EVALSHA; a redis-py pipeline on memory://."""
-        if self.cluster or self._batcher is not None:  # one Redis: one batch on the wire
+        """One script over many (keys, args), e.g. once per shard: one batch (the calls join
+        the same loop turn's), one write per Redis or cluster master; a redis-py pipeline on
+        memory://."""
+        if self._batcher is not None:
             return list(await asyncio.gather(*(self.run(name, k, a) for k, a in calls)))
         script = self._scripts[name]
         async with self.redis.pipeline(transaction=False) as pipe:

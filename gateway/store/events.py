@@ -34,7 +34,7 @@ class JobEvents:
         """Listen until cancelled, reconnecting after store outages."""
         while True:
             try:
-                await (self._listen_wire() if self._store.single else self._listen_pubsub())
+                await (self._listen_pubsub() if self._store.memory else self._listen_wire())
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # the store went away; wake everyone to re-read
@@ -43,9 +43,10 @@ class JobEvents:
                 await asyncio.sleep(0.5)
 
     async def _listen_wire(self) -> None:
-        """One Redis: a connection of our own, each message handled as it is parsed (every
-        instance hears of every job that ends, so this runs N times per job in a fleet)."""
-        wire = self._store.wire(LISTENER_NAME)
+        """A connection of our own (on a cluster, to a master picked afresh on every
+        reconnect), each message handled as it is parsed: every instance hears of every job
+        that ends, so this runs N times per job in a fleet."""
+        wire = await self._store.listener(LISTENER_NAME)
         try:
             lost = await wire.subscribe(EVENTS_CHANNEL, self._dispatch)
             await lost
@@ -54,7 +55,7 @@ class JobEvents:
             await wire.close()
 
     async def _listen_pubsub(self) -> None:
-        """A cluster or memory://: redis-py's pub/sub."""
+        """memory://: fakeredis's pub/sub."""
         pubsub = self._store.redis.pubsub(ignore_subscribe_messages=True)
         try:
             await pubsub.subscribe(EVENTS_CHANNEL)

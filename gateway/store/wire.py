@@ -109,14 +109,27 @@ class Wire:
     async def send(self, commands: Sequence[Sequence[Arg]]) -> list[Any]:
         """The replies to `commands`, sent in one write; error replies are exceptions in
         the list, not raised. A lost connection raises ConnectionError for the batch."""
+        sent = self.write(commands)
+        if sent is None:
+            protocol = await self._connect()
+            sent = self._write(protocol, commands)
+        return await sent
+
+    def write(self, commands: Sequence[Sequence[Arg]]) -> asyncio.Future[list[Any]] | None:
+        """`send` without a coroutine (for callers that write to several wires and then
+        wait): the replies' future, or None when the connection is not open yet."""
         protocol = self._protocol
         if protocol is None or protocol.transport is None:
-            protocol = await self._connect()
+            return None
+        return self._write(protocol, commands)
+
+    @staticmethod
+    def _write(protocol: _Protocol, commands: Sequence[Sequence[Arg]]) -> asyncio.Future[list[Any]]:
         assert protocol.transport is not None
         future: asyncio.Future[list[Any]] = asyncio.get_running_loop().create_future()
         protocol.waiting.append(_Batch(future, len(commands)))
         protocol.transport.write(b"".join([hiredis.pack_command(c) for c in commands]))  # type: ignore[arg-type]
-        return await future
+        return future
 
     async def subscribe(self, channel: str, on_message: OnMessage) -> asyncio.Future[None]:
         """Listen on `channel` (this Wire then carries nothing else): `on_message(data)` for

@@ -1,0 +1,161 @@
+"""The cluster wire on a real 3-master Redis Cluster: one write per master, replies in the
+batch's order, and a resharding's MOVED and ASK followed command by command."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+from collections.abc import AsyncIterator
+
+import pytest
+
+from bench.rediscluster import ClusterNodes
+from gateway.store.cluster_wire import ClusterWire, command_key, slot_of
+from gateway.store.connect import Store, open_store
+from gateway.store.events import LISTENER_NAME, JobEvents
+from gateway.store.keys import EVENTS_CHANNEL
+from tests.helpers import eventually
+from tests.integration.test_cluster import _migrate_slot, _node_ids, _slot_owner
+
+TAGS = [f"{{k{n}}}" for n in range(24)]  # hash tags spread over every master
+
+
+@pytest.fixture
+async def store(cluster_url: str) -> AsyncIterator[Store]:
+    opened = await open_store(cluster_url)
+    try:
+        yield opened
+    finally:
+        await opened.close()
+
+
+def _wire(store: Store) -> ClusterWire:
+    wire = store._batcher._wire  # type: ignore[union-attr]
+    assert isinstance(wire, ClusterWire)
+    return wire
+
+
+def test_commands_are_routed_by_their_first_key() -> None:
+    assert command_key(("EVALSHA", "abc", 2, "gw:{fleet}:a", "gw:{fleet}:b", "x")) == (
+        "gw:{fleet}:a"
+    )
+    assert command_key(("EVAL", "return 1", 0)) is None
+    assert command_key(("HMGET", "gw:{j3}:job:x", "v", "doc")) == "gw:{j3}:job:x"
+    read = ("XREADGROUP", "GROUP", "relay", "me", "COUNT", 5, "STREAMS", "gw:{j2}:d", ">")
+    assert command_key(read) == "gw:{j2}:d"
+    assert slot_of("a{fleet}b") == slot_of(b"{fleet}") == slot_of("fleet")
+
+
+async def test_one_batch_spans_every_master_and_keeps_its_order(
+    store: Store, redis_cluster: ClusterNodes
+) -> None:
+    owners = {_slot_owner(redis_cluster, slot_of(tag)) for tag in TAGS}
+    assert owners == set(redis_cluster.ports)  # the batch below reaches all three
+    wire = _wire(store)
+    await wire.send([("SET", f"{tag}:v", tag) for tag in TAGS])
+    replies = await wire.send([("GET", f"{tag}:v") for tag in reversed(TAGS)])
+    assert replies == [tag.encode() for tag in reversed(TAGS)]
+    # Through the store: a script on each of the masters in one loop turn.
+    results = await store.run_each(
+        "RATE_LIMIT", [([f"gw:{tag}:bucket"], [1000, 1000]) for tag in TAGS]
+    )
+    assert results == [0] * len(TAGS)
+    # One multiplexed connection per master carried all of it.
+    for port in redis_cluster.ports:
+        assert redis_cluster.cli(port, "client", "list").count("name=gateway-wire") == 1
+
+
+async def test_moved_after_a_resharding_is_followed(
+    store: Store, redis_cluster: ClusterNodes
+) -> None:
+    wire = _wire(store)
+    await wire.send([("SET", f"{tag}:v", tag) for tag in TAGS])
+    moved = TAGS[:3]
+    for tag in moved:
+        _migrate_slot(redis_cluster, tag)  # the wire's slot map is now stale for these
+    replies = await wire.send([("GET", f"{tag}:v") for tag in TAGS])
+    assert replies == [tag.encode() for tag in TAGS]
+    # A NOSCRIPT on the new owner is still the Batcher's to handle: scripts run there.
+    assert await store.run("RATE_LIMIT", [f"gw:{moved[0]}:bucket"], [1000, 1000]) == 0
+
+
+async def test_ask_during_a_migration_is_followed_once(
+    store: Store, redis_cluster: ClusterNodes
+) -> None:
+    wire = _wire(store)
+    tag = TAGS[5]
+    await wire.send([("SET", f"{tag}:v", "before"), ("SET", f"{TAGS[6]}:v", "other")])
+    slot = slot_of(tag)
+    ids = _node_ids(redis_cluster)
+    source = _slot_owner(redis_cluster, slot)
+    target = redis_cluster.ports[(redis_cluster.ports.index(source) + 1) % 3]
+    redis_cluster.cli(target, "cluster", "setslot", str(slot), "importing", ids[source])
+    redis_cluster.cli(source, "cluster", "setslot", str(slot), "migrating", ids[target])
+    out = redis_cluster.cli(
+        source, "migrate", "127.0.0.1", str(target), f"{tag}:v", "0", "5000"
+    )  # fmt: skip
+    assert "OK" in out, out
+    # The source answers ASK for the moved key: the wire asks the target, map unchanged.
+    replies = await wire.send([("GET", f"{tag}:v"), ("GET", f"{TAGS[6]}:v")])
+    assert replies == [b"before", b"other"]
+    assert wire._client.nodes_manager.get_node_from_slot(slot).port == source
+    for port in redis_cluster.ports:
+        redis_cluster.cli(port, "cluster", "setslot", str(slot), "node", ids[target])
+    assert await wire.send([("GET", f"{tag}:v")]) == [b"before"]  # now by MOVED
+
+
+async def test_a_stalled_master_holds_up_only_its_own_commands(
+    store: Store, redis_cluster: ClusterNodes
+) -> None:
+    """A master that stops answering (here: SIGSTOP, as in a long pause before a failover)
+    delays the commands sent to it, not the next batches to the other masters."""
+    by_owner = {_slot_owner(redis_cluster, slot_of(tag)): tag for tag in TAGS}
+    stalled_port = redis_cluster.ports[0]
+    stalled = by_owner[stalled_port]
+    others = [by_owner[p] for p in redis_cluster.ports[1:]]
+    await store.command("HSET", f"gw:{stalled}:h", "v", "1")  # connections open first
+    for tag in others:
+        await store.command("HSET", f"gw:{tag}:h", "v", "1")
+    pid = redis_cluster.pids[redis_cluster.ports.index(stalled_port)]
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        waiting = asyncio.ensure_future(store.command("HMGET", f"gw:{stalled}:h", "v"))
+        await asyncio.sleep(0.05)  # its batch is out
+        async with asyncio.timeout(1):
+            for tag in others:
+                assert await store.command("HMGET", f"gw:{tag}:h", "v") == [b"1"]
+        assert not waiting.done()
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    assert await waiting == [b"1"]
+
+
+async def test_job_events_reach_a_listener_on_any_master(
+    store: Store, redis_cluster: ClusterNodes
+) -> None:
+    """The events listener holds one connection to one master; a cluster's PUBLISH on any
+    node reaches it (and it is the lean wire subscriber, not redis-py's pub/sub)."""
+    events = JobEvents(store)
+    heard: list[tuple[str, str]] = []
+    events.subscribe(lambda job_id, status: heard.append((job_id, status)))
+    listening = asyncio.ensure_future(events.run())
+    try:
+        await eventually(
+            lambda: (
+                sum(
+                    redis_cluster.cli(p, "client", "list").count(f"name={LISTENER_NAME}")
+                    for p in redis_cluster.ports
+                )
+                == 1
+            )
+        )
+        for n, port in enumerate(redis_cluster.ports):
+            redis_cluster.cli(port, "publish", EVENTS_CHANNEL, f"job-{n} succeeded")
+        await eventually(lambda: len(heard) == 3)
+        assert sorted(heard) == [(f"job-{n}", "succeeded") for n in range(3)]
+    finally:
+        listening.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await listening
