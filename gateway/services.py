@@ -328,7 +328,7 @@ async def build_services(
         outbound_session=outbound_session,
     )
     # ... and may have left a webhook to send (readers that cannot block wait for this).
-    events.subscribe(lambda _job, _status: services.relay.wake())
+    events.subscribe(lambda job_id, _status: services.relay.wake(job_id))
     return services
 
 

@@ -19,6 +19,7 @@ import structlog
 
 from gateway.background import Background
 from gateway.config import Outbound
+from gateway.ids import shard_of
 from gateway.jobs.model import DeliveryAttempt, DeliveryState, utcnow
 from gateway.relay.events import webhook_id
 from gateway.relay.sender import Sender, Verdict
@@ -66,6 +67,8 @@ class Relay:
         self._in_progress: set[tuple[int, str]] = set()
         self._stopping = False
         self._woken = asyncio.Event()
+        self._woken_shards: set[int] = set()  # shards where a job ended since the last read
+        self._read_all_at = 0.0  # monotonic time of the last read of every shard
         self.delivered = 0
 
     def stop_reading(self) -> None:
@@ -74,21 +77,41 @@ class Relay:
 
     async def read_loop(self) -> None:
         await self._schedules.ensure_groups()
+        shards: set[int] | None = None  # None: every shard
         while not self._stopping:
             await self._slots.acquire()
             self._slots.release()
-            entries = await self._schedules.read_deliveries(self._consumer, BATCH, block_ms=1000)
+            if shards is None:
+                self._read_all_at = time.monotonic()
+            entries = await self._schedules.read_deliveries(
+                self._consumer, BATCH, block_ms=1000, shards=shards
+            )
             for entry in entries:
                 await self._start(entry)
+            shards = None
             if not entries and not self._schedules.blocking_reads:
-                # No blocking read here (memory://, a cluster): pause until a job ends with
-                # a webhook to send (wake) or a retry may be due, whichever is first.
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._woken.wait(), PAUSE)
-                self._woken.clear()
+                shards = await self._pause()
 
-    def wake(self) -> None:
-        """A job just ended somewhere: its delivery may be waiting in a stream."""
+    async def _pause(self) -> set[int] | None:
+        """No blocking read here (memory://, a cluster, where a read is one command per
+        stream): wait until a job ends (wake) or a retry may be due, whichever is first.
+        Then read the shards where jobs ended, and every shard at least every PAUSE (a
+        promoted retry, or an event that pub/sub dropped)."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(PAUSE):
+                await self._woken.wait()
+        self._woken.clear()
+        woken, self._woken_shards = self._woken_shards, set()
+        if time.monotonic() - self._read_all_at >= PAUSE:
+            return None
+        return woken
+
+    def wake(self, job_id: str) -> None:
+        """A job just ended somewhere: its delivery may be waiting in its shard's stream."""
+        try:
+            self._woken_shards.add(shard_of(job_id))
+        except (IndexError, ValueError):  # not an id of ours: read every shard next
+            self._read_all_at = 0.0
         self._woken.set()
 
     async def maintenance_loop(self) -> None:

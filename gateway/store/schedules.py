@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+from collections.abc import Set
 from typing import Any
 
 from redis.exceptions import ResponseError
@@ -45,15 +47,21 @@ class Schedules:
                 )
 
     async def read_deliveries(
-        self, consumer: str, count: int, block_ms: int
+        self, consumer: str, count: int, block_ms: int, shards: Set[int] | None = None
     ) -> list[DeliveryEntry]:
+        """New deliveries for `consumer`; on a cluster only from `shards` when given."""
         if self._store.cluster:
             # Streams in different slots cannot be read in one XREADGROUP on a cluster:
-            # one non-blocking read per stream, pipelined per node; the reader pauses.
-            async with self._store.redis.pipeline(transaction=False) as pipe:
-                for stream in self._streams:
-                    pipe.xreadgroup(keys.DELIVERY_GROUP, consumer, {stream: ">"}, count=count)
-                replies = await pipe.execute()
+            # one non-blocking read per stream, in one batch (a write per master); the
+            # reader pauses between reads.
+            replies = await asyncio.gather(
+                *(
+                    self._store.command("XREADGROUP", "GROUP", keys.DELIVERY_GROUP, consumer,
+                                        "COUNT", count, "STREAMS", stream, ">")
+                    for stream, shard in self._streams.items()
+                    if shards is None or shard in shards
+                )
+            )  # fmt: skip
             return [e for reply in replies for e in self._entries(reply)]
         reply = await self._store.redis.xreadgroup(
             keys.DELIVERY_GROUP,
