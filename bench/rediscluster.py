@@ -65,26 +65,36 @@ class ClusterNodes:
         self.procs.clear()
 
 
-def start_cluster(workdir: Path, *, cpu: str | None = None, timeout: float = 30) -> ClusterNodes:
-    """Three masters joined into a cluster; a node that cannot start (its port taken
-    between choosing and binding, on a busy machine) means a fresh try on new ports."""
+def start_cluster(
+    workdir: Path,
+    *,
+    cpu: str | None = None,
+    timeout: float = 30,
+    replicas: int = 0,
+    node_timeout_ms: int = 2000,
+) -> ClusterNodes:
+    """Three masters (each with `replicas` replicas) joined into a cluster; a node that
+    cannot start (its port taken between choosing and binding, on a busy machine) means a
+    fresh try on new ports."""
     for attempt in range(3):
         try:
-            return _start(workdir / f"try{attempt}", cpu, timeout)
+            return _start(workdir / f"try{attempt}", cpu, timeout, replicas, node_timeout_ms)
         except RuntimeError:
             if attempt == 2:
                 raise
     raise AssertionError("unreachable")
 
 
-def _start(workdir: Path, cpu: str | None, timeout: float) -> ClusterNodes:
+def _start(
+    workdir: Path, cpu: str | None, timeout: float, replicas: int, node_timeout_ms: int
+) -> ClusterNodes:
     exe = shutil.which("redis-server")
     if exe is None:
         raise RuntimeError("redis-server is not installed (`make test` installs it)")
     nodes = ClusterNodes(ports=[])
     pinned = ["taskset", "-c", cpu] if cpu is not None else []
     try:
-        for _ in range(MASTERS):
+        for _ in range(MASTERS * (1 + replicas)):
             port = _free_port()
             nodes.ports.append(port)
             home = workdir / str(port)
@@ -103,7 +113,7 @@ def _start(workdir: Path, cpu: str | None, timeout: float) -> ClusterNodes:
                         "--cluster-config-file",
                         "nodes.conf",
                         "--cluster-node-timeout",
-                        "2000",
+                        str(node_timeout_ms),
                         "--save",
                         "",
                         "--appendonly",
@@ -126,7 +136,7 @@ def _start(workdir: Path, cpu: str | None, timeout: float) -> ClusterNodes:
         out = nodes.cli(
             nodes.ports[0], "--cluster", "create",
             *(f"127.0.0.1:{p}" for p in nodes.ports),
-            "--cluster-replicas", "0", "--cluster-yes",
+            "--cluster-replicas", str(replicas), "--cluster-yes",
         )  # fmt: skip
         if "[OK]" not in out:
             raise RuntimeError(f"redis-cli --cluster create failed: {out[-500:]}")
@@ -135,6 +145,13 @@ def _start(workdir: Path, cpu: str | None, timeout: float) -> ClusterNodes:
                 if time.monotonic() > deadline:
                     raise RuntimeError("the cluster did not reach cluster_state:ok")
                 time.sleep(0.1)
+        for port in nodes.ports:  # replicas in sync: a failover then loses nothing
+            info = nodes.cli(port, "info", "replication")
+            while "role:master" in info and info.count("state=online") < replicas:
+                if time.monotonic() > deadline:
+                    raise RuntimeError("the replicas did not catch up with their masters")
+                time.sleep(0.1)
+                info = nodes.cli(port, "info", "replication")
     except BaseException:
         nodes.stop()
         raise

@@ -7,11 +7,12 @@ import asyncio
 import contextlib
 import os
 import signal
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import pytest
 
-from bench.rediscluster import ClusterNodes
+from bench.rediscluster import ClusterNodes, start_cluster
 from gateway.store.cluster_wire import ClusterWire, command_key, slot_of
 from gateway.store.connect import Store, open_store
 from gateway.store.events import LISTENER_NAME, JobEvents
@@ -159,3 +160,51 @@ async def test_job_events_reach_a_listener_on_any_master(
         listening.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await listening
+
+
+@pytest.fixture
+def replicated_cluster(tmp_path: Path) -> Iterator[ClusterNodes]:
+    """Three masters with a replica each, for this test alone (one master is killed). A node
+    timeout of 1 s: the failover takes 2.5-3.5 s here, inside the ~5.5 s of retries (at
+    2 s it takes 4.5-5.5 s: too close to test)."""
+    nodes = start_cluster(tmp_path, replicas=1, node_timeout_ms=1000)
+    try:
+        yield nodes
+    finally:
+        nodes.stop()
+
+
+def _owner_by(nodes: ClusterNodes, asked: int, slot: int) -> int:
+    """The port of the master serving `slot`, as the node at `asked` sees it."""
+    for line in nodes.cli(asked, "cluster", "nodes").splitlines():
+        fields = line.split()
+        if "master" not in fields[2] or "fail" in fields[2]:
+            continue
+        for spec in fields[8:]:
+            low, _, high = spec.partition("-")
+            if low.isdigit() and int(low) <= slot <= int(high or low):
+                return int(fields[1].split(":")[1].split("@")[0])
+    raise AssertionError(f"no live master serves slot {slot}")
+
+
+async def test_a_failover_is_ridden_out(replicated_cluster: ClusterNodes) -> None:
+    """A master dies (SIGKILL); its replica takes over after the cluster's node timeout.
+    Commands for its slots are sent again (slot map re-read, backoff) until the new master
+    answers them; the others are answered at once."""
+    nodes = replicated_cluster
+    store = await open_store(nodes.url)
+    try:
+        wire = _wire(store)
+        await wire.send([("SET", f"{tag}:v", tag) for tag in TAGS])
+        slot = slot_of(TAGS[0])
+        victim = _owner_by(nodes, nodes.ports[0], slot)
+        assert nodes.cli(victim, "wait", "1", "2000").strip() == "1"  # its replica has it all
+        os.kill(nodes.pids[nodes.ports.index(victim)], signal.SIGKILL)
+        replies = await wire.send([("GET", f"{tag}:v") for tag in TAGS])
+        assert replies == [tag.encode() for tag in TAGS]
+        survivor = next(p for p in nodes.ports if p != victim)
+        assert _owner_by(nodes, survivor, slot) != victim
+        # A script on the new master: NOSCRIPT there is handled as anywhere else.
+        assert await store.run("RATE_LIMIT", [f"gw:{TAGS[0]}:bucket"], [1000, 1000]) == 0
+    finally:
+        await store.close()
