@@ -106,6 +106,8 @@ class Dispatcher:
         `stored` is the job's creation still in flight (a new job's write, sent in the same
         round trip as its first reservation): it is awaited before any provider hears of
         the job or the job is written again, so a job is always in the store first.
+        The caller has bound the job's `job_id` and `tenant` to the log context (binding
+        them again here cost more than the rest of the log context per submit).
         """
         record = current.record
         if record.status is not JobStatus.QUEUED or record.request is None:
@@ -122,8 +124,7 @@ class Dispatcher:
             return Dispatched(saved, placed=True)
         self.budget.active += 1
         try:
-            with structlog.contextvars.bound_contextvars(job_id=record.id, tenant=record.tenant):
-                return await self._attempts(current, eligible, stored)
+            return await self._attempts(current, eligible, stored)
         finally:
             self.budget.active -= 1
 

@@ -179,7 +179,9 @@ class QueueRunner:
         if score is None:
             return False  # another instance took it
         try:
-            with structlog.contextvars.bound_contextvars(job_id=job_id):
+            with structlog.contextvars.bound_contextvars(
+                job_id=job_id, tenant=current.record.tenant
+            ):
                 dispatched = await self._dispatcher.dispatch(current, eligible)
         except Exception:
             log.exception("queued_dispatch_failed", job_id=job_id)
