@@ -10,6 +10,10 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+# Before the gateway is imported: every script call checks its keys share a hash slot
+# (gateway/store/connect.py), here and in the gateway processes the tests start.
+os.environ.setdefault("GATEWAY_CHECK_SLOTS", "1")
+
 import pytest
 import redis as redis_sync
 from aiohttp import web

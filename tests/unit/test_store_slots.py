@@ -101,3 +101,17 @@ def test_track_ids_lead_back_to_their_job() -> None:
     track = ids.track_id(JOB, 3)
     assert ids.parse_track_id(track) == (JOB, 3)
     assert ids.parse_track_id("gen_nothex.1") is None
+
+
+async def test_a_script_call_across_slots_is_refused_under_test() -> None:
+    from gateway.store import connect
+
+    assert connect.CHECK_SLOTS  # tests/conftest.py turns the check on
+    store = await connect.open_store("memory://")
+    try:
+        with pytest.raises(AssertionError, match="spans slots"):
+            await store.run("PROMOTE_RETRIES", [keys.retries(0), keys.deliveries(1)], [0, 1])
+        same = [keys.retries(1), keys.deliveries(1)]
+        assert await store.run("PROMOTE_RETRIES", same, [0, 1]) == 0
+    finally:
+        await store.close()
