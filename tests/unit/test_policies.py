@@ -227,7 +227,7 @@ class _Line:
 class _Records:
     async def get(self, job_id: str) -> Any:
         return SimpleNamespace(
-            record=SimpleNamespace(id=job_id, status=JobStatus.QUEUED, request={})
+            record=SimpleNamespace(id=job_id, tenant="acme", status=JobStatus.QUEUED, request={})
         )
 
 
