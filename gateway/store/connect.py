@@ -46,7 +46,7 @@ class Store:
     def __init__(self, client: redis.Redis, *, memory: bool, cluster: bool = False) -> None:
         self.redis = client
         self.memory = memory
-        self.cluster = cluster  # a Redis Cluster: no EVALSHA in redis-py pipelines
+        self.cluster = cluster  # redis+cluster://: the batch goes over a ClusterWire
         self._scripts = {
             name: client.register_script(getattr(scripts, name))
             for name in dir(scripts)
