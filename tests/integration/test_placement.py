@@ -11,7 +11,7 @@ import redis.asyncio as aioredis
 
 from gateway.store import keys
 from gateway.store.connect import open_store
-from gateway.store.fleet import SERVICE_WINDOW, FleetStore
+from gateway.store.fleet import RENEW_CHUNK, SERVICE_WINDOW, FleetStore
 from routing.load import REFERENCE_WORK, peak_overlap
 from tests.conftest import Gateway, Simulator
 from tests.helpers import ADMIN_KEY, AUTH, backend, eventually
@@ -125,5 +125,39 @@ async def test_learned_parallelism_is_the_models_peak_overlap(store_url: str) ->
             window = [(int(a) / 1000, int(b) / 1000) for a, b, _ in (m.split(b":") for m in kept)]
             assert len(window) == min(len(spans), SERVICE_WINDOW)
             assert learned == peak_overlap(window), (trial, window)
+    finally:
+        await store.close()
+
+
+async def test_leases_are_renewed_in_chunks_and_missing_members_reported(store_url: str) -> None:
+    """A renewal of more members than one script should hold Redis for goes in chunks;
+    every member is renewed and every released one reported, across chunk boundaries."""
+    store = await open_store(store_url)
+    fleet = FleetStore(store, ["a", "b"])
+    try:
+        count = RENEW_CHUNK * 2 + 7
+        held = {b: [f"{b}-{n}~1~0~1" for n in range(count)] for b in ("a", "b")}
+        for backend, members in held.items():
+            await store.redis.zadd(keys.reservations(backend), dict.fromkeys(members, 1))
+        released = {"a": held["a"][RENEW_CHUNK - 1 : RENEW_CHUNK + 1], "b": [held["b"][-1]]}
+        for backend, members in released.items():
+            await store.redis.zrem(keys.reservations(backend), *members)
+        calls: list[int] = []
+        run = store.run
+
+        async def counting(name: str, keys_: Any, args: Any) -> Any:
+            if name == "RENEW":
+                calls.append(len(args) - 1 - len(keys_))  # members in this call
+            return await run(name, keys_, args)
+
+        store.run = counting  # type: ignore[method-assign]
+        missing = await fleet.renew(held, lease=60)
+        assert missing == released
+        assert max(calls) <= RENEW_CHUNK
+        assert sum(calls) == 2 * count
+        # Renewed: every member still reserved now expires in about a minute.
+        left = await store.redis.zrange(keys.reservations("a"), 0, -1, withscores=True)
+        assert len(left) == count - 2
+        assert min(score for _, score in left) > 1_000_000  # lease ms, not the 1 set above
     finally:
         await store.close()
