@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import traceback
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -30,6 +31,22 @@ class BodyTooLarge(ValueError):
     def __init__(self, limit: int) -> None:
         super().__init__(f"body larger than {limit} bytes")
         self.limit = limit
+
+
+def without_frames(exc: BaseException) -> BaseException:
+    """`exc`, its causes and contexts with their tracebacks' frames cleared; returns it.
+
+    A transport error raised deep in aiohttp keeps those frames, and their locals lead
+    back to the error: ~70 objects in reference cycles per failed call, freed only by the
+    cyclic collector (a provider or a client endpoint that is down fails every call, and
+    the collector's pauses grow with it). The message and the traceback's lines stay."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        traceback.clear_frames(current.__traceback__)
+        current = current.__cause__ or current.__context__
+    return exc
 
 
 async def read_limited(content: aiohttp.StreamReader, limit: int) -> bytes:
@@ -104,17 +121,19 @@ async def _call_json(
             retry_after_header = resp.headers.get("Retry-After")
             raw = await read_limited(resp.content, MAX_ANSWER_BYTES)
     except TimeoutError as exc:
-        raise ProviderTimeout(f"no answer within {timeout:g}s") from exc
+        raise ProviderTimeout(f"no answer within {timeout:g}s") from without_frames(exc)
     except aiohttp.ClientConnectorError as exc:
-        raise ProviderUnavailable(f"cannot connect: {exc.os_error or exc}") from exc
+        message = f"cannot connect: {exc.os_error or exc}"
+        raise ProviderUnavailable(message) from without_frames(exc)
     except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as exc:
-        raise ProviderUnavailable(f"connection lost: {exc}") from exc
+        raise ProviderUnavailable(f"connection lost: {exc}") from without_frames(exc)
     except aiohttp.ClientPayloadError as exc:
-        raise ProviderBadAnswer(f"truncated answer: {exc}") from exc
+        raise ProviderBadAnswer(f"truncated answer: {exc}") from without_frames(exc)
     except BodyTooLarge as exc:
         raise ProviderBadAnswer(f"answer larger than {exc.limit} bytes") from exc
     except aiohttp.ClientError as exc:
-        raise ProviderUnavailable(f"request failed: {type(exc).__name__}") from exc
+        message = f"request failed: {type(exc).__name__}"
+        raise ProviderUnavailable(message) from without_frames(exc)
     except asyncio.CancelledError:
         raise
 

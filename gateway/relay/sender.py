@@ -8,6 +8,7 @@ from enum import StrEnum
 
 import aiohttp
 
+from adapters.http import without_frames
 from gateway.jobs.model import DeliveryAttempt, utcnow
 from gateway.relay import signing
 from gateway.relay.guard import OutboundGuard, Refused, describe
@@ -56,10 +57,12 @@ class Sender:
                 retry_after = _seconds(resp.headers.get("Retry-After"))
         except Refused as exc:
             return Sent(Verdict.REFUSED, attempt(Verdict.REFUSED, None, str(exc)))
-        except TimeoutError:
+        except TimeoutError as exc:
+            without_frames(exc)
             detail = f"no answer within {self._timeout.total:g}s"
             return Sent(Verdict.RETRY, attempt(Verdict.RETRY, None, detail))
         except aiohttp.ClientError as exc:
+            without_frames(exc)  # a client endpoint that is down fails every attempt
             refused = describe(exc)
             if refused:
                 return Sent(Verdict.REFUSED, attempt(Verdict.REFUSED, None, refused))
