@@ -17,7 +17,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from gateway.store import scripts
 from gateway.store.batch import BACKOFF_BASE, BACKOFF_CAP, RETRIES, Batcher
 from gateway.store.cluster import is_cluster_url, open_cluster
-from gateway.store.cluster_wire import ClusterWire
+from gateway.store.cluster_wire import ClusterWire, slot_of
 from gateway.store.timing import CommandTiming, TimedRedis
 from gateway.store.wire import NAME as WIRE_NAME
 from gateway.store.wire import Wire
@@ -30,14 +30,6 @@ Arg = str | int | float | bytes
 # submit, so not in production, where a cluster refuses a cross-slot script itself
 # (CROSSSLOT) and tests/unit/test_store_slots.py checks each script's key layout.
 CHECK_SLOTS = os.environ.get("GATEWAY_CHECK_SLOTS") == "1"
-
-
-def _slot_part(key: str) -> str:
-    """What Redis Cluster hashes: the first non-empty {hash tag}, else the whole key. The
-    same slot for equal parts; string work, not a CRC per key on every script call."""
-    start = key.find("{")
-    end = key.find("}", start + 1) if start >= 0 else -1
-    return key[start + 1 : end] if end > start + 1 else key
 
 
 class Store:
@@ -85,7 +77,7 @@ class Store:
 
     async def run(self, name: str, keys: Sequence[str], args: Sequence[Arg]) -> Any:
         """Run one script; its keys must share a hash slot (Redis Cluster's rule)."""
-        if CHECK_SLOTS and len(keys) > 1 and len(set(map(_slot_part, keys))) > 1:
+        if CHECK_SLOTS and len(keys) > 1 and len(set(map(slot_of, keys))) > 1:
             raise AssertionError(f"{name}: spans slots {keys}")
         if self._batcher is not None:
             return await self._batcher.run(name, keys, args)
