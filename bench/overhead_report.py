@@ -164,6 +164,12 @@ def table(results: dict[str, Any]) -> str:
             f"webhooks: {w['relayed_per_second']}/s, lag {w['lag_ms']}, "
             f"CPU {w['cpu_us_per_webhook']} us, delivered {w['delivered']}/{w['webhooks_posted']}"
         )
+        queued = w.get("queued_deliveries")
+        if queued:
+            lines.append(
+                f"queued deliveries: {queued['delivered']}/{queued['count']} delivered "
+                f"{queued['seconds_after_receiver_up']} s after the receiver came up"
+            )
         for run in results.get("webhook_runs", []):
             lines.append(f"  webhook run: {run}")
         paced = w.get("below_saturation")
