@@ -164,6 +164,8 @@ async def build_services(
     provider_session = aiohttp.ClientSession(
         connector=aiohttp.TCPConnector(limit=0, limit_per_host=0, ttl_dns_cache=60),
         # Provider URLs are operator-configured and trusted; no SSRF guard here.
+        # No cookies: one API key's answers must not shape another key's requests.
+        cookie_jar=aiohttp.DummyCookieJar(),
     )
     guard = OutboundGuard(
         settings.outbound.allow_networks,
@@ -177,6 +179,9 @@ async def build_services(
             resolver=GuardedResolver(guard),
             ttl_dns_cache=10,
         ),
+        # No cookies: a cookie one tenant's receiver sets must not ride along on deliveries
+        # to the same host for other jobs (or other tenants).
+        cookie_jar=aiohttp.DummyCookieJar(),
     )
 
     queue = GatewayQueue(

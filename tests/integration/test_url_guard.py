@@ -230,3 +230,31 @@ async def test_a_name_that_turns_internal_is_refused_at_delivery(simulator: Simu
     finally:
         await client.close()
         ZONE.pop("rebind.test", None)
+
+
+async def test_deliveries_carry_no_cookies_a_receiver_set(
+    client: TestClient[web.Request, web.Application],
+) -> None:
+    """The delivery session keeps no cookie jar: a cookie one receiver sets would otherwise
+    ride along on every later delivery to that host, whichever tenant's job it carries."""
+    cookies: list[str | None] = []
+
+    async def hook(request: web.Request) -> web.Response:
+        cookies.append(request.headers.get("Cookie"))
+        response = web.Response(status=204)
+        response.set_cookie("session", "set-by-the-first-receiver", path="/")
+        return response
+
+    app = web.Application()
+    app.router.add_post("/hook", hook)
+    receiver = TestServer(app, host="127.0.0.2")  # allowed.test; a jar keeps none for an IP
+    await receiver.start_server()
+    try:
+        for sent in (1, 2):
+            body = {"prompt": "a cat", "webhook_url": f"http://allowed.test:{receiver.port}/hook"}
+            resp = await client.post("/v1/generations", json=body, headers=AUTH)
+            assert resp.status == 202, await resp.text()
+            await eventually(lambda sent=sent: len(cookies) == sent)  # type: ignore[misc]
+    finally:
+        await receiver.close()
+    assert cookies == [None, None]
