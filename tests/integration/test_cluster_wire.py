@@ -7,12 +7,15 @@ import asyncio
 import contextlib
 import os
 import signal
+import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from bench.rediscluster import ClusterNodes, start_cluster
+from gateway.store.batch import STALLED
 from gateway.store.cluster_wire import ClusterWire, command_key, slot_of
 from gateway.store.connect import Store, open_store
 from gateway.store.events import LISTENER_NAME, JobEvents
@@ -66,6 +69,54 @@ async def test_one_batch_spans_every_master_and_keeps_its_order(
     # One multiplexed connection per master carried all of it.
     for port in redis_cluster.ports:
         assert redis_cluster.cli(port, "client", "list").count("name=gateway-wire") == 1
+
+
+def _slowed(store: Store, first_delay: float) -> tuple[list[int], list[float]]:
+    """The cluster wire's first batch answered `first_delay` late (a slow round trip or a
+    stalled master); returns the sizes and send times of every batch sent from then on."""
+    wire = _wire(store)
+    sizes: list[int] = []
+    sent_at: list[float] = []
+    real_send = wire.send
+
+    async def send(commands: Any) -> Any:
+        sizes.append(len(commands))
+        sent_at.append(time.monotonic())
+        if len(sizes) == 1:
+            await asyncio.sleep(first_delay)
+        return await real_send(commands)
+
+    wire.send = send  # type: ignore[method-assign]
+    return sizes, sent_at
+
+
+async def test_calls_made_while_a_batch_is_out_gather_into_the_next(store: Store) -> None:
+    """As on one Redis: while a batch is out (and young), the calls of the turns after it
+    wait and go out together, one batch, not one per turn."""
+    await store.command("HSET", "gw:{k0}:h", "v", "1")  # the slot map and connections
+    sizes, _ = _slowed(store, 0.02)
+    first = asyncio.ensure_future(store.command("HMGET", "gw:{k0}:h", "v"))
+    later = []
+    for tag in TAGS[:6]:
+        await asyncio.sleep(0)  # a turn of its own for each
+        later.append(asyncio.ensure_future(store.command("HMGET", f"gw:{tag}:h", "v")))
+    await asyncio.gather(first, *later)
+    assert sizes == [1, 6]
+
+
+async def test_a_batch_held_past_stalled_does_not_hold_the_next(store: Store) -> None:
+    """A batch out longer than `STALLED` (a master stalled before a failover) no longer
+    holds the next one back: it goes out then, and is answered first."""
+    await store.command("HSET", "gw:{k0}:h", "v", "1")
+    _, sent_at = _slowed(store, 1.0)
+    first = asyncio.ensure_future(store.command("HMGET", "gw:{k0}:h", "v"))
+    await asyncio.sleep(0)
+    second = asyncio.ensure_future(store.command("HMGET", "gw:{k1}:h", "v"))
+    async with asyncio.timeout(0.5):
+        await second
+    assert not first.done()
+    assert STALLED <= sent_at[1] - sent_at[0] < STALLED + 0.1
+    assert await first == [b"1"]
 
 
 async def test_moved_after_a_resharding_is_followed(
