@@ -66,15 +66,13 @@ class Batcher:
         self._callbacks = get_response_callbacks(2, legacy_responses=True)
         self._timing = timing
         self._pending: list[Call] = []
-        self._tasks: set[asyncio.Task[None]] = set()
-        self._in_flight = 0  # batches sent and not yet answered
+        self._tasks: set[asyncio.Task[None]] = set()  # batches sent and not yet answered
         # One batch in flight at a time: what comes meanwhile gathers into the next. On a
         # cluster a batch waits for its slowest master (a failover can take seconds), so
         # there the next batch waits for the last one only while it is young (`STALLED`).
         self._overlap = overlap
-        self._last_sent = 0.0  # monotonic time the latest batch went out
-        self._last_answered = True
-        self._latest: asyncio.Task[None] | None = None
+        self._latest: asyncio.Task[None] | None = None  # the batch sent last
+        self._latest_sent = 0.0  # when (monotonic)
         self._timer: asyncio.TimerHandle | None = None
 
     def run(self, name: str, keys: Sequence[str], args: Sequence[Arg]) -> asyncio.Future[Any]:
@@ -98,10 +96,10 @@ class Batcher:
     def _schedule(self, loop: asyncio.AbstractEventLoop) -> None:
         """Flush on the next turn if nothing holds the pending calls back; on a cluster,
         once the batch in flight has been out `STALLED` at the latest."""
-        if self._in_flight == 0 or self._last_answered:
+        if self._latest not in self._tasks:  # the last batch was answered (or none sent)
             loop.call_soon(self._flush)
         elif self._overlap and self._timer is None:
-            wait = self._last_sent + STALLED - time.monotonic()
+            wait = self._latest_sent + STALLED - time.monotonic()
             self._timer = loop.call_later(max(0.0, wait), self._flush)
 
     async def drain(self) -> None:
@@ -122,8 +120,7 @@ class Batcher:
         batch, self._pending = self._pending, []
         if not batch:
             return
-        self._in_flight += 1
-        self._last_sent, self._last_answered = time.monotonic(), False
+        self._latest_sent = time.monotonic()
         task = self._latest = asyncio.create_task(self._send(batch))
         self._tasks.add(task)  # a reference until it is done (the loop keeps only weak ones)
         task.add_done_callback(self._sent)
@@ -134,10 +131,7 @@ class Batcher:
         goes out one loop turn after it was made (after its batch's callers resumed, so
         what they send next joins it)."""
         self._tasks.discard(task)
-        self._in_flight -= 1
-        if task is self._latest:
-            self._last_answered = True
-        if self._pending and self._last_answered:
+        if self._pending and task is self._latest:
             asyncio.get_running_loop().call_soon(self._flush)
 
     def _packed(self, call: Call, *, source: bool = False) -> tuple[Arg, ...]:
