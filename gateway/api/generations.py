@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import time
 
@@ -140,20 +139,17 @@ async def _submit(request: web.Request) -> web.Response:
     # Jobs of this class or a higher one already wait: this one joins the line.
     behind = s.queue.behind(priority)
     if idempotency is None and not behind:
-        # Nothing to replay: the job's write goes out with its first reservation (one
-        # round trip); dispatch awaits it before the provider hears of the job.
-        creating = asyncio.ensure_future(create)
+        # Nothing to replay: the job's write (sent already) goes out with its first
+        # reservation (one round trip); dispatch awaits it before the provider hears of it.
         try:
-            dispatched = await s.dispatcher.dispatch(
-                Versioned(1, record), eligible, stored=creating
-            )
+            dispatched = await s.dispatcher.dispatch(Versioned(1, record), eligible, stored=create)
         finally:
-            await creating
+            await create
     else:
         existing = await create
         if existing is not None:
             await s.quotas.undo(tenant, record.id, body.num_images)
-            return await _replay(request, existing, body_hash)
+            return await _replay(request, existing.decode(), body_hash)
         if behind:
             dispatched = Dispatched(None, placed=False)
         else:

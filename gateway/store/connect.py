@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import random
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from typing import Any
 
 import redis.asyncio as redis
@@ -77,11 +77,16 @@ class Store:
 
     async def run(self, name: str, keys: Sequence[str], args: Sequence[Arg]) -> Any:
         """Run one script; its keys must share a hash slot (Redis Cluster's rule)."""
+        return await self.send(name, keys, args)
+
+    def send(self, name: str, keys: Sequence[str], args: Sequence[Arg]) -> Awaitable[Any]:
+        """`run`, but the script joins this turn's batch now and its reply is awaited later
+        (no task needed to overlap it with other work; on memory:// it runs as a task)."""
         if CHECK_SLOTS and len(keys) > 1 and len(set(map(slot_of, keys))) > 1:
             raise AssertionError(f"{name}: spans slots {keys}")
         if self._batcher is not None:
-            return await self._batcher.run(name, keys, args)
-        return await self._scripts[name](keys=list(keys), args=list(args))
+            return self._batcher.run(name, keys, args)
+        return asyncio.ensure_future(self._scripts[name](keys=list(keys), args=list(args)))
 
     async def command(self, *words: Arg) -> Any:
         """One plain command (e.g. a read), batched with the turn's other calls on one Redis."""

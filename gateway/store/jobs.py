@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Awaitable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -37,18 +38,19 @@ class JobStore:
     def _ttl_ms(self, record: JobRecord) -> int:
         return self._retention_ms if record.status.final else self._live_ttl_ms
 
-    async def create(
+    def create(
         self,
         record: JobRecord,
         *,
         poll_due: float,
         idempotency: tuple[str, str] | None = None,
         idempotency_ttl: float = 0,
-    ) -> str | None:
-        """Store a new job; with an idempotency (key, value) already taken, return its value."""
+    ) -> Awaitable[bytes | None]:
+        """Store a new job; with an idempotency (key, value) already taken, the reply is that
+        value. Sent at once (this turn's batch), so the caller can go on before awaiting it."""
         shard = shard_of(record.id)
         idem_key, idem_value = idempotency or ("", "")
-        existing = await self._store.run(
+        return self._store.send(
             "CREATE_JOB",
             [
                 keys.job(record.id),
@@ -69,7 +71,6 @@ class JobStore:
                 record.tenant,
             ],
         )
-        return existing.decode() if existing else None
 
     async def idempotent(self, shard: int | None, tenant: str, key_digest: str) -> str | None:
         """The value stored under a tenant's idempotency key, if any."""
