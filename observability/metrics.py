@@ -17,16 +17,21 @@ Two kinds of series, and the rule for adding them up over several instances:
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from bisect import bisect_left
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
 from functools import lru_cache
 from importlib.metadata import PackageNotFoundError
 from importlib.metadata import version as package_version
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge
 from prometheus_client.exposition import generate_latest
 from prometheus_client.metrics import MetricWrapperBase
+from prometheus_client.metrics_core import HistogramMetricFamily
+from prometheus_client.registry import Collector
+from prometheus_client.samples import Sample
+from prometheus_client.utils import floatToGoString
 
 PACKAGE = "imagegen-gateway"
 
@@ -94,6 +99,75 @@ def provider_call() -> Iterator[None]:
             spent[0] += time.perf_counter() - started
 
 
+class LoopHistogram(Collector):
+    """A histogram for the hottest paths (every request, every store call): `observe` is a
+    bisect and two additions, where prometheus_client's Histogram takes a lock per bucket
+    and sum (~1.5 us; ten observations per submit, five of them store calls). Lock-free is
+    safe because every observation is made on the event loop's thread. Exported through the
+    registry as a custom collector: the same series as a Histogram (`_bucket`, `_count`,
+    `_sum`, `_created`). `observe(value, times)` counts a batch of equal observations (the
+    store calls sent in one round trip share its duration) in one step.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        documentation: str,
+        labelnames: Sequence[str] = (),
+        *,
+        buckets: Sequence[float],
+        registry: CollectorRegistry,
+    ) -> None:
+        self._name, self._documentation = name, documentation
+        self._labelnames = tuple(labelnames)
+        self._bounds = [*buckets, float("inf")]
+        self._children: dict[tuple[str, ...], LoopChild] = {}
+        registry.register(self)
+
+    def labels(self, *values: str) -> LoopChild:
+        child = self._children.get(values)
+        if child is None:
+            if len(values) != len(self._labelnames):
+                raise ValueError(f"{self._name}: expected labels {self._labelnames}")
+            child = self._children[values] = LoopChild(self._bounds)
+        return child
+
+    def observe(self, value: float, times: int = 1) -> None:
+        """For a histogram without labels."""
+        self.labels().observe(value, times)
+
+    def describe(self) -> list[HistogramMetricFamily]:
+        return [HistogramMetricFamily(self._name, self._documentation, labels=self._labelnames)]
+
+    def collect(self) -> list[HistogramMetricFamily]:
+        family = HistogramMetricFamily(self._name, self._documentation, labels=self._labelnames)
+        les = [floatToGoString(b) for b in self._bounds]  # type: ignore[no-untyped-call]
+        for values, child in list(self._children.items()):
+            counts, total = list(child.counts), child.sum
+            cumulative, acc = [], 0
+            for le, count in zip(les, counts, strict=True):
+                acc += count
+                cumulative.append((le, float(acc)))
+            family.add_metric(list(values), cumulative, total)
+            labels = dict(zip(self._labelnames, values, strict=True))
+            family.samples.append(Sample(f"{self._name}_created", labels, child.created))
+        return [family]
+
+
+class LoopChild:
+    __slots__ = ("bounds", "counts", "created", "sum")
+
+    def __init__(self, bounds: list[float]) -> None:
+        self.bounds = bounds
+        self.counts = [0] * len(bounds)
+        self.sum = 0.0
+        self.created = time.time()
+
+    def observe(self, value: float, times: int = 1) -> None:
+        self.counts[bisect_left(self.bounds, value)] += times  # le: value <= bound
+        self.sum += value * times
+
+
 class Metrics:
     """The gateway's metrics; one instance per app, so tests get a fresh registry."""
 
@@ -106,7 +180,7 @@ class Metrics:
             ["method", "route", "status"],
             registry=r,
         )
-        self.http_duration = Histogram(
+        self.http_duration = LoopHistogram(
             "gateway_http_request_duration_seconds",
             "Time to answer an HTTP request, by route template.",
             ["method", "route"],
@@ -125,7 +199,7 @@ class Metrics:
             ["tenant", "event"],
             registry=r,
         )
-        self.job_duration = Histogram(
+        self.job_duration = LoopHistogram(
             "gateway_job_duration_seconds",
             "Time from acceptance to the final state of a job, by backend and outcome.",
             ["backend", "outcome"],
@@ -139,7 +213,7 @@ class Metrics:
             ["backend", "adapter", "outcome"],
             registry=r,
         )
-        self.provider_duration = Histogram(
+        self.provider_duration = LoopHistogram(
             "gateway_provider_request_duration_seconds",
             "Latency of calls to providers, by backend and operation.",
             ["backend", "operation"],
@@ -177,7 +251,7 @@ class Metrics:
             "Deliveries taken over from a worker that read them and went silent.",
             registry=r,
         )
-        self.delivery_duration = Histogram(
+        self.delivery_duration = LoopHistogram(
             "gateway_webhook_delivery_duration_seconds",
             "Time to POST a client webhook (one attempt).",
             buckets=_LATENCY_BUCKETS,
@@ -225,7 +299,7 @@ class Metrics:
             ["tenant"],
             registry=r,
         )
-        self.queue_wait = Histogram(
+        self.queue_wait = LoopHistogram(
             "gateway_queue_wait_seconds",
             "Time jobs spent in the gateway queue before a backend took them.",
             buckets=_JOB_BUCKETS,
@@ -263,7 +337,7 @@ class Metrics:
         self.draining = Gauge(
             "gateway_draining", "1 while this instance drains before stopping.", registry=r
         )
-        self.submit_overhead = Histogram(
+        self.submit_overhead = LoopHistogram(
             "gateway_submit_overhead_seconds",
             "Gateway time on POST /v1/generations: request in to 202 out, minus provider calls.",
             buckets=_OVERHEAD_BUCKETS,
@@ -289,14 +363,14 @@ class Metrics:
             ["backend", "adapter", "kind"],
             registry=r,
         )
-        self.provider_webhook_lag = Histogram(
+        self.provider_webhook_lag = LoopHistogram(
             "gateway_provider_webhook_lag_seconds",
             "Provider webhooks: from the finish time the provider states to their arrival.",
             ["backend"],
             buckets=_LAG_BUCKETS,
             registry=r,
         )
-        self.delivery_lag = Histogram(
+        self.delivery_lag = LoopHistogram(
             "gateway_webhook_delivery_lag_seconds",
             "Client webhooks: from the job's end to its first successful delivery.",
             ["tenant"],
@@ -309,7 +383,7 @@ class Metrics:
             ["tenant"],
             registry=r,
         )
-        self.store_duration = Histogram(
+        self.store_duration = LoopHistogram(
             "gateway_store_command_duration_seconds",
             "Latency of store (Redis) calls, by command or script name; blocking reads excluded.",
             ["operation"],

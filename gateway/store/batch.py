@@ -196,9 +196,12 @@ class Batcher:
         if timing is None or timing.metrics is None:
             return
         elapsed = time.perf_counter() - started
+        counts: dict[str, int] = {}  # a batch carries many calls of few kinds
         for name, _, args, _ in batch:
             operation = name if name is not None else str(args[0]).upper()
-            timing.observe_done(operation, elapsed, failed=failed)
+            counts[operation] = counts.get(operation, 0) + 1
+        for operation, times in counts.items():
+            timing.observe_done(operation, elapsed, times=times, failed=failed)
 
 
 def _settle(

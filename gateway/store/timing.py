@@ -14,11 +14,10 @@ from collections.abc import Awaitable
 from typing import Any, TypeVar
 
 import redis.asyncio as redis
-from prometheus_client import Histogram
 from redis.asyncio.client import Pipeline
 from redis.exceptions import NoScriptError, RedisError
 
-from observability.metrics import Metrics
+from observability.metrics import LoopChild, Metrics
 
 T = TypeVar("T")
 
@@ -29,7 +28,7 @@ class CommandTiming:
     def __init__(self, metrics: Metrics | None) -> None:
         self.metrics = metrics
         self.scripts: dict[str, str] = {}
-        self._durations: dict[str, Histogram] = {}
+        self._durations: dict[str, LoopChild] = {}
 
     def operation(self, args: tuple[Any, ...]) -> str:
         name = str(args[0]).upper() if args else "UNKNOWN"
@@ -58,16 +57,18 @@ class CommandTiming:
             if timed:
                 self._duration(metrics, operation).observe(time.perf_counter() - started)
 
-    def observe_done(self, operation: str, seconds: float, *, failed: bool = False) -> None:
-        """One call's outcome measured elsewhere (a script sent in a batch: the batch's time)."""
+    def observe_done(
+        self, operation: str, seconds: float, *, times: int = 1, failed: bool = False
+    ) -> None:
+        """`times` calls' outcome measured elsewhere (calls sent in one batch: its time)."""
         metrics = self.metrics
         if metrics is None:
             return
         if failed:
-            metrics.store_errors.labels(operation).inc()
-        self._duration(metrics, operation).observe(seconds)
+            metrics.store_errors.labels(operation).inc(times)
+        self._duration(metrics, operation).observe(seconds, times)
 
-    def _duration(self, metrics: Metrics, operation: str) -> Histogram:
+    def _duration(self, metrics: Metrics, operation: str) -> LoopChild:
         """The labelled child, looked up once per operation: this runs on every command."""
         child = self._durations.get(operation)
         if child is None:
