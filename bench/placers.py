@@ -105,7 +105,7 @@ class RouterPlacer:
         """A hook for experiments (bench/variants.py); the gateway does nothing more here."""
 
     def ended(self, job: Job) -> None:
-        """services.on_final: release the slots, and learn from a success."""
+        """services.on_end: release the slots, and learn from a success."""
         if job.server is None or not job.members:
             return
         name = job.server.spec.name

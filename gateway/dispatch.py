@@ -275,7 +275,7 @@ class Dispatcher:
         if candidate.plan.warnings:
             self._metrics.conversion_warnings.labels(backend.kind).inc(len(candidate.plan.warnings))
 
-        ended_before = False  # e.g. canceled during submit: the final hook will not run
+        ended_before = False  # e.g. canceled during submit: the end hook will not run
 
         def accept(record: JobRecord) -> Change:
             nonlocal ended_before
@@ -303,7 +303,7 @@ class Dispatcher:
         if saved is None or (saved.record.status.final and ended_before):
             # Gone, or ended before it took these slots (e.g. canceled during submit): free
             # them. A job that ended *with* them (an instant result) was released by the
-            # updater's final hook already: one ZREM, not two.
+            # updater's end hook already: one ZREM, not two.
             await self._router.release(backend.name, reservation.members)
             self._held.drop(backend.name, reservation.members)
         # Per job at debug; info only for a sample, so the log costs little at 1,000s/s.

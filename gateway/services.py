@@ -192,19 +192,23 @@ async def build_services(
         QuotaStore(store), settings.tenants, metrics, result_timeout=settings.jobs.result_timeout
     )
 
-    async def on_final(record: JobRecord) -> None:
-        done = completion(record)
+    async def on_end(record: JobRecord) -> None:
+        """Its slots free up and its backend learns from it: one script, safe to run twice
+        (FINISH learns only when it released the members), sent with the final save."""
         if record.backend and record.reserved:
-            # Its slots free up and its backend learns from it, in one round trip.
+            done = completion(record)
             if done is None:
                 await router.release(record.backend, record.reserved)
             else:
                 await router.finish(record.backend, record.reserved, done)
             held.drop(record.backend, record.reserved)
+
+    async def on_final(record: JobRecord) -> None:
+        if record.backend and record.reserved:
             for runner in runner_ref:
-                runner.wake()
-        elif done is not None and record.backend:
-            await router.learn(record.backend, done)
+                runner.wake()  # slots were freed (on_end)
+        elif record.backend and (done := completion(record)) is not None:
+            await router.learn(record.backend, done)  # not idempotent: once it is saved
         await quotas.finished(record.tenant, record.id)
         metrics.jobs.labels(record.tenant, record.status.value).inc()
         if record.usage is not None and record.backend:
@@ -218,6 +222,7 @@ async def build_services(
     updater = JobUpdater(
         jobs,
         on_final,
+        on_end=on_end,
         account=Accountant(
             {b.name: b.price for b in settings.backends}, settings.usage.retention_days
         ),

@@ -22,6 +22,10 @@ class Change:
 # A mutation edits the record in place and returns a Change, or None for "nothing to do".
 Mutation = Callable[[JobRecord], Change | None]
 FinalHook = Callable[[JobRecord], Awaitable[None]]
+# What a job's end does that is safe to do twice (freeing its slots): started before its
+# final save is awaited, so its store call shares the save's round trip, and run again if
+# the save lost a race and the retried change ends the job again.
+EndHook = Callable[[JobRecord], Awaitable[None]]
 # Prices a job that just ended (and notes it on the record); None when nothing to record.
 Accounting = Callable[[JobRecord], UsageEntry | None]
 
@@ -36,11 +40,13 @@ class JobUpdater:
         jobs: JobStore,
         on_final: FinalHook,
         *,
+        on_end: EndHook | None = None,
         tries: int = 8,
         account: Accounting | None = None,
     ) -> None:
         self._jobs = jobs
-        self._on_final = on_final
+        self._on_final = on_final  # once the job's end is saved
+        self._on_end = on_end
         self._tries = tries
         self._account = account
 
@@ -75,16 +81,24 @@ class JobUpdater:
             if became_final and record.webhook_url and record.status is not JobStatus.CANCELED:
                 record.delivery_state = DeliveryState.PENDING
                 body = render_event(record)
+            saving = self._jobs.send_save(
+                current,
+                record,
+                poll="remove" if record.status.final else change.poll,
+                delivery_body=body,
+                channel=EVENTS_CHANNEL if became_final else "",
+                usage=usage,
+            )
+            lost = False  # the job changed since `current` was read
             try:
-                saved = await self._jobs.save(
-                    current,
-                    record,
-                    poll="remove" if record.status.final else change.poll,
-                    delivery_body=body,
-                    channel=EVENTS_CHANNEL if became_final else "",
-                    usage=usage,
-                )
-            except Conflict:
+                if became_final and self._on_end is not None:
+                    await self._on_end(record)  # its store call joins the save's round trip
+            finally:
+                try:
+                    saved = await saving
+                except Conflict:
+                    lost = True
+            if lost:
                 current = None
                 continue
             if saved is not None and became_final:

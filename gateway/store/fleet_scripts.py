@@ -110,6 +110,7 @@ local function release_members(res, start, load, first)
     redis.call('HINCRBY', load, 'v', 1)
     settle(res, load)
   end
+  return removed
 end
 """
 
@@ -299,7 +300,11 @@ return learn(KEYS[1], KEYS[2], KEYS[3], 0)
 """
 )
 
-# A job's end in one round trip: RELEASE then LEARN (every key is the fleet's).
+# A job's end in one round trip: RELEASE then LEARN (every key is the fleet's). Safe to run
+# twice: the job is learned from only by the call that released its members (the gateway
+# sends it with the job's final save, before knowing the save landed; a save that lost a
+# race is retried, and the winner ends the job too). A job whose members had already
+# lapsed (their lease ran out) is not learned from.
 # KEYS: res, start, load of the backend, then LEARN's three keys. ARGV: head, LEARN's seven
 # arguments, then the members. Returns {state, speed or false, parallelism or false}.
 FINISH = (
@@ -308,8 +313,10 @@ FINISH = (
     + _RELEASE
     + _LEARN
     + """
-local learned = learn(KEYS[4], KEYS[5], KEYS[6], 1)
-release_members(KEYS[1], KEYS[2], KEYS[3], 9)
+local learned = {false, false}
+if release_members(KEYS[1], KEYS[2], KEYS[3], 9) > 0 then
+  learned = learn(KEYS[4], KEYS[5], KEYS[6], 1)
+end
 return {state(KEYS[1], KEYS[2], KEYS[3], tonumber(ARGV[1])), learned[1], learned[2]}
 """
 )

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Coroutine
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from gateway.ids import SHARDS, shard_of
 from gateway.jobs.model import JobRecord
@@ -124,6 +124,22 @@ class JobStore:
         With `usage`, the same step records it in the tenant's usage (exactly once).
         Raises `Conflict` when it changed meanwhile; returns None when the job is gone.
         """
+        return await self.send_save(
+            current, record, poll=poll, delivery_body=delivery_body, channel=channel, usage=usage
+        )
+
+    def send_save(
+        self,
+        current: Versioned,
+        record: JobRecord,
+        *,
+        poll: PollChange = "keep",
+        delivery_body: bytes | None = None,
+        channel: str = "",
+        usage: UsageEntry | None = None,
+    ) -> Coroutine[Any, Any, Versioned | None]:
+        """`save`, sent now (it joins this turn's batch, so calls made before awaiting the
+        result share its round trip); awaiting the result reads the answer."""
         shard = shard_of(record.id)
         poll_arg = (
             {"keep": "", "remove": "-"}.get(poll, "")
@@ -144,14 +160,8 @@ class JobStore:
         if usage is not None:
             script_keys += usage.keys(shard)
             args += usage.args()
-        version = await self._store.run(
-            "JOB_CAS" if usage is None else "JOB_CAS_USAGE", script_keys, args
-        )
-        if version == 0:
-            raise Conflict(record.id)
-        if version < 0:
-            return None
-        return Versioned(int(version), record)
+        reply = self._store.send("JOB_CAS" if usage is None else "JOB_CAS_USAGE", script_keys, args)
+        return _saved(reply, record)
 
     async def redeliver(
         self, current: Versioned, record: JobRecord, body: bytes
@@ -237,3 +247,12 @@ class JobStore:
         if version < 0:
             return None
         return Versioned(int(version), record)
+
+
+async def _saved(reply: Awaitable[int], record: JobRecord) -> Versioned | None:
+    version = await reply
+    if version == 0:
+        raise Conflict(record.id)
+    if version < 0:
+        return None
+    return Versioned(int(version), record)

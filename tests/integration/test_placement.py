@@ -129,6 +129,27 @@ async def test_learned_parallelism_is_the_models_peak_overlap(store_url: str) ->
         await store.close()
 
 
+async def test_a_jobs_end_sent_twice_frees_its_slots_and_is_learned_from_once(
+    store_url: str,
+) -> None:
+    """A job's end goes out with its final save, before the gateway knows the save landed;
+    a save that lost a race is retried and ends the job again. Only the call that released
+    the members learns from it."""
+    store = await open_store(store_url)
+    fleet = FleetStore(store, ["gpu"])
+    try:
+        members = ["t1~1~0~9999999999999"]
+        await store.redis.zadd(keys.reservations("gpu"), dict.fromkeys(members, 9999999999999))
+        _, first, _ = await fleet.finish("gpu", members, 10, 2.0, None, "t1")
+        state, again, _ = await fleet.finish("gpu", members, 10, 4.0, None, "t1")
+        assert (first, again) == (2.0, None)
+        assert float(await store.redis.hget(keys.speeds(), "gpu")) == 2.0  # type: ignore[misc]
+        assert state.count == 0
+        assert await store.redis.zcard(keys.reservations("gpu")) == 0
+    finally:
+        await store.close()
+
+
 async def test_leases_are_renewed_in_chunks_and_missing_members_reported(store_url: str) -> None:
     """A renewal of more members than one script should hold Redis for goes in chunks;
     every member is renewed and every released one reported, across chunk boundaries."""

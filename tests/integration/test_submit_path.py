@@ -95,6 +95,8 @@ async def test_a_new_job_is_stored_with_its_reservation_before_the_provider_hear
         assert stored_when_called == [True]
         # The job's write and its reservation went out together: one round trip, not two.
         assert any({"CREATE_JOB", "RESERVE"} <= set(names) for names in batches), batches
+        # An instant result: its final save (with its usage) and its reservation's end too.
+        assert any({"JOB_CAS_USAGE", "FINISH"} <= set(names) for names in batches), batches
     finally:
         await store.aclose()
         await provider.close()
