@@ -221,7 +221,7 @@ class JobStore:
         dead letters. Raises `Conflict` like `save`.
         """
         shard = shard_of(record.id)
-        version = await self._store.run(
+        reply = self._store.send(
             "DELIVERY_CAS",
             [
                 keys.job(record.id),
@@ -242,14 +242,11 @@ class JobStore:
                 self._retention_ms,
             ],
         )
-        if version == 0:
-            raise Conflict(record.id)
-        if version < 0:
-            return None
-        return Versioned(int(version), record)
+        return await _saved(reply, record)
 
 
 async def _saved(reply: Awaitable[int], record: JobRecord) -> Versioned | None:
+    """A compare-and-set's answer: the new version, 0 (it changed meanwhile) or < 0 (gone)."""
     version = await reply
     if version == 0:
         raise Conflict(record.id)

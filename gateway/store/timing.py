@@ -17,7 +17,8 @@ import redis.asyncio as redis
 from redis.asyncio.client import Pipeline
 from redis.exceptions import NoScriptError, RedisError
 
-from observability.metrics import LoopChild, Metrics
+from observability.histogram import LoopChild
+from observability.metrics import Metrics
 
 T = TypeVar("T")
 
