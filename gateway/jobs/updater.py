@@ -81,7 +81,7 @@ class JobUpdater:
             if became_final and record.webhook_url and record.status is not JobStatus.CANCELED:
                 record.delivery_state = DeliveryState.PENDING
                 body = render_event(record)
-            saving = self._jobs.send_save(
+            saving = self._jobs.save(
                 current,
                 record,
                 poll="remove" if record.status.final else change.poll,

@@ -109,26 +109,7 @@ class JobStore:
         found = Versioned(int(version), JobRecord.model_validate_json(doc))
         return found, body if isinstance(body, bytes) else None
 
-    async def save(
-        self,
-        current: Versioned,
-        record: JobRecord,
-        *,
-        poll: PollChange = "keep",
-        delivery_body: bytes | None = None,
-        channel: str = "",
-        usage: UsageEntry | None = None,
-    ) -> Versioned | None:
-        """Write `record` if the job is still at `current.version`.
-
-        With `usage`, the same step records it in the tenant's usage (exactly once).
-        Raises `Conflict` when it changed meanwhile; returns None when the job is gone.
-        """
-        return await self.send_save(
-            current, record, poll=poll, delivery_body=delivery_body, channel=channel, usage=usage
-        )
-
-    def send_save(
+    def save(
         self,
         current: Versioned,
         record: JobRecord,
@@ -138,8 +119,13 @@ class JobStore:
         channel: str = "",
         usage: UsageEntry | None = None,
     ) -> Coroutine[Any, Any, Versioned | None]:
-        """`save`, sent now (it joins this turn's batch, so calls made before awaiting the
-        result share its round trip); awaiting the result reads the answer."""
+        """Write `record` if the job is still at `current.version`.
+
+        With `usage`, the same step records it in the tenant's usage (exactly once).
+        Awaited, raises `Conflict` when it changed meanwhile; returns None when the job is
+        gone. Sent at once (it joins this turn's batch): what the caller sends before
+        awaiting the answer shares its round trip.
+        """
         shard = shard_of(record.id)
         poll_arg = (
             {"keep": "", "remove": "-"}.get(poll, "")
