@@ -38,6 +38,8 @@ class LoopHistogram(Collector):
         self._labelnames = tuple(labelnames)
         self._bounds = [*buckets, float("inf")]
         self._children: dict[tuple[str, ...], LoopChild] = {}
+        if not self._labelnames:
+            self.labels()  # exported (at zero) from the start, as prometheus_client does
         registry.register(self)
 
     def labels(self, *values: str) -> LoopChild:
