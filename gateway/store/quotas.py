@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from enum import IntEnum
 from typing import Any
@@ -67,7 +68,8 @@ class QuotaStore:
         )
 
     async def finished(self, tenant: str, job_id: str) -> None:
-        await self._store.redis.zrem(keys.tenant_inflight(tenant), job_id)
+        """Joins the turn's batch: it runs with every ended job of a concurrency-capped tenant."""
+        await self._store.command("ZREM", keys.tenant_inflight(tenant), job_id)
 
     async def in_flight(self, tenant: str) -> list[tuple[str, float]]:
         """(job id, admission expiry) of the tenant's jobs counted as in flight."""
@@ -94,9 +96,10 @@ class QuotaStore:
         ]
 
     async def month_spend(self, tenant: str, month: str) -> int:
-        """Cost recorded this month, in millionths, summed over the job shards."""
-        async with self._store.redis.pipeline(transaction=False) as pipe:
-            for shard in range(SHARDS):
-                pipe.hget(keys.spend_month(shard, month), tenant)
-            found = await pipe.execute()
+        """Cost recorded this month, in millionths, summed over the job shards: read at every
+        admission of a tenant with a monthly cap, so the reads join the turn's batch."""
+        found = await asyncio.gather(
+            *(self._store.command("HGET", keys.spend_month(shard, month), tenant)
+              for shard in range(SHARDS))
+        )  # fmt: skip
         return sum(int(v) for v in found if v is not None)

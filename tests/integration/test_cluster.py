@@ -25,6 +25,7 @@ from tests.integration import (
     test_api,
     test_delivery,
     test_provider_webhooks,
+    test_quotas,
     test_relay_admin,
     test_reservations,
     test_routing,
@@ -54,6 +55,14 @@ SCENARIOS: dict[str, Scenario] = {
     "dead_letters": test_relay_admin.test_dead_letters_are_listed_per_tenant_and_replayed,
     # CLAIM_POLLS on every shard
     "polling": test_provider_webhooks.test_missing_webhook_ends_the_job_through_polling,
+    # QUOTA_ADMIT and the ended job's ZREM under contention from two instances
+    "concurrency_quota": (
+        test_quotas.test_concurrency_quota_holds_across_instances_and_spares_other_tenants
+    ),
+    # QUOTA_ADMIT's daily count
+    "daily_images": test_quotas.test_daily_image_quota_admits_exactly_its_images_across_instances,
+    # the month's spend read from every shard at admission
+    "monthly_spend": test_quotas.test_monthly_spend_cap_refuses_once_spent_until_next_month,
     # two instances, one ledger: RESERVE under contention, RENEW
     "two_instances": test_reservations.test_two_instances_never_oversubscribe,
 }
