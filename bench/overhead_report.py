@@ -117,6 +117,18 @@ def summarize(results: dict[str, Any]) -> dict[str, Any]:
             "last_batch_us": cost[-1],
             "last_over_first": round(cost[-1] / cost[0], 2) if cost[0] else math.nan,
         }
+        # The curve drawn is the median-webhook-rate run's; point 3a is every run's ratio,
+        # and their median (one run's curve can sit anywhere in a noisy machine's spread).
+        ratios = [
+            round(last / first, 2)
+            for first, last in (
+                r["submit_cpu_us_first_last"] for r in results.get("webhook_runs", [])
+            )
+            if first and last
+        ]
+        if ratios:
+            summary["inflight"]["runs_last_over_first"] = ratios
+            summary["inflight"]["median_last_over_first"] = _median(ratios)
     return summary
 
 
