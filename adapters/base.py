@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Hashable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
@@ -151,6 +151,12 @@ class Capacity:
 HOSTED = Capacity(max_concurrency=4, hosted=True)
 
 
+def plan_key(kind: str, target: Target, options: BaseModel) -> Hashable:
+    """The plan key of an adapter whose `plan` reads the request, the target's models and
+    the options, nothing else (a rejection's reasons may name the backend: not shared)."""
+    return (kind, tuple(sorted(target.models.items())), options.model_dump_json())
+
+
 class Adapter(Protocol):
     """Speaks one provider's API for one backend (one key or one server)."""
 
@@ -158,6 +164,9 @@ class Adapter(Protocol):
     target: Target
     result_mode: ResultMode
     capacity: Capacity
+    # Backends whose adapters have the same key (not None) plan every request alike, so a
+    # request is planned once for them all (many keys of one provider); None: plan apart.
+    plan_key: Hashable | None
 
     @property
     def options(self) -> CommonOptions: ...

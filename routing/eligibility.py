@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import fnmatch
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
+from adapters.base import Plan
 from adapters.errors import Unsupported
 from adapters.normalized import GenerationRequest
 from routing.backends import Backend, Candidate
@@ -51,9 +52,15 @@ class Eligibility:
                 raise NotAllowed(unknown)
             pool = [b for b in pool if any(matches(b, p) for p in request.backends)]
         result = Eligible(candidates=[])
+        shared: dict[Hashable, Plan] = {}  # many keys of one provider: planned once
         for backend in pool:
+            key = backend.adapter.plan_key
             try:
-                plan = backend.adapter.plan(request)
+                plan = shared.get(key) if key is not None else None
+                if plan is None:
+                    plan = backend.adapter.plan(request)
+                    if key is not None:
+                        shared[key] = plan
             except Unsupported as exc:
                 result.rejected[backend.name] = exc.reasons
                 continue

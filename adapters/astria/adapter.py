@@ -21,6 +21,7 @@ from adapters.base import (
     Target,
     TunePlan,
     TuneResult,
+    plan_key,
 )
 from adapters.errors import (
     ProviderBadAnswer,
@@ -44,6 +45,7 @@ class AstriaAdapter:
         self.options = AstriaOptions.model_validate(dict(target.options))
         self._key = target.api_key.get_secret_value() if target.api_key else ""
         self._base = target.base_url.rstrip("/")
+        self.plan_key = plan_key(self.kind, target, self.options)
 
     def plan(self, request: GenerationRequest) -> Plan:
         return plan(request, self.target, self.options)

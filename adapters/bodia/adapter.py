@@ -17,6 +17,7 @@ from adapters.base import (
     ResultState,
     Submission,
     Target,
+    plan_key,
 )
 from adapters.bodia import answers
 from adapters.bodia.convert import BodiaOptions, endpoint_for, finetune_of, plan
@@ -43,6 +44,7 @@ class BodiaAdapter:
         self._key = target.api_key.get_secret_value() if target.api_key else ""
         self._headers = {"Authorization": f"Bearer {self._key}"} if self._key else {}
         self._base = target.base_url.rstrip("/")
+        self.plan_key = plan_key(self.kind, target, self.options)
 
     def plan(self, request: GenerationRequest) -> Plan:
         return plan(request, self.target, self.options)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from typing import Any, ClassVar
 from urllib.parse import quote
 
@@ -38,6 +38,7 @@ class ComfyAdapter:
     result_mode = ResultMode.POLL
     # A ComfyUI server runs one prompt at a time and queues the rest itself.
     capacity = Capacity(parallelism=1)
+    plan_key: Hashable | None = None  # each plan draws its own seed when the request has none
 
     def __init__(self, target: Target, *, seeds: Callable[[], int] = random_seed) -> None:
         self.target = target

@@ -19,6 +19,7 @@ from adapters.base import (
     ResultState,
     Submission,
     Target,
+    plan_key,
 )
 from adapters.errors import ProviderBadAnswer, ProviderError
 from adapters.http import call_json
@@ -36,6 +37,7 @@ class ModelsLabAdapter:
         self.options = ModelsLabOptions.model_validate(dict(target.options))
         self._key = target.api_key.get_secret_value() if target.api_key else ""
         self._base = target.base_url.rstrip("/")
+        self.plan_key = plan_key(self.kind, target, self.options)
         # A dedicated server's size is learned from the generationTime it reports; the
         # cloud API is elastic.
         self.capacity = Capacity() if self.options.enterprise else HOSTED
