@@ -4,7 +4,9 @@ Any instance delivers any job's webhook. A delivery is read from the stream (con
 group `relay`), sent, and its outcome recorded in the job together with the stream
 acknowledgement, atomically. A worker that dies mid-delivery leaves the entry pending;
 another instance reclaims it after `outbound.visibility_timeout`. Retries wait in a
-per-shard sorted set and are moved back onto the stream when due, by one script.
+per-shard sorted set and are moved back onto the stream when due, by one script, no more
+at a time than the worker has free slots: a burst of retries (a receiver back up after an
+outage) fills the room fresh deliveries leave instead of queueing ahead of them.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import structlog
 
 from gateway.background import Background
 from gateway.config import Outbound
-from gateway.ids import shard_of
+from gateway.ids import SHARDS, shard_of
 from gateway.jobs.model import DeliveryAttempt, DeliveryState, utcnow
 from gateway.relay.events import webhook_id
 from gateway.relay.sender import Sender, Verdict
@@ -34,6 +36,8 @@ log = get_logger(__name__)
 BATCH = 64
 DELIVERY_LOG_SAMPLE = 1000  # one info line per this many successful deliveries
 PAUSE = 0.05  # seconds a non-blocking reader waits when the streams were empty
+MAINTAIN_EVERY = 0.25  # seconds between promotions of due retries (and the rest)
+PROMOTE_AGAIN = 0.02  # seconds, while due retries are waiting for free slots
 TIDY_EVERY = 600.0  # seconds between trims of dead letters and departed consumers
 CONSUMER_IDLE = 86_400.0  # a consumer silent this long, holding nothing, is a gone instance
 
@@ -69,6 +73,7 @@ class Relay:
         self._woken = asyncio.Event()
         self._woken_shards: set[int] = set()  # shards where a job ended since the last read
         self._read_all_at = 0.0  # monotonic time of the last read of every shard
+        self._promote_from = 0  # the shard whose due retries go first next time
         self.delivered = 0
 
     def stop_reading(self) -> None:
@@ -124,7 +129,7 @@ class Relay:
                     list(self._keys), time.time() - self._retention
                 )
                 await self._schedules.forget_idle_consumers(CONSUMER_IDLE)
-            await self._schedules.promote_retries(time.time())
+            backlog = await self._promote()
             reclaim_due = time.monotonic() - last_reclaim > self._outbound.visibility_timeout / 4
             if reclaim_due and not self._stopping:  # a draining instance takes no new work
                 last_reclaim = time.monotonic()
@@ -133,7 +138,21 @@ class Relay:
                 ):
                     self._metrics.deliveries_reclaimed.inc()
                     await self._start(entry)
-            await asyncio.sleep(0.25)
+            await asyncio.sleep(PROMOTE_AGAIN if backlog else MAINTAIN_EVERY)
+
+    async def _promote(self) -> bool:
+        """Due retries onto the streams, no more than this worker has free slots, taken
+        from the shards in turn; whether more may be due (then promote again soon)."""
+        free = self._outbound.concurrency - len(self._in_progress)
+        if free <= 0:
+            return True
+        each, extra = divmod(free, SHARDS)
+        first = self._promote_from
+        self._promote_from = (first + extra) % SHARDS
+        limits = {(first + i) % SHARDS: each + (1 if i < extra else 0) for i in range(SHARDS)}
+        moved = await self._schedules.promote_retries(time.time(), limits)
+        # Fewer free slots than shards: the other shards' turn comes soon.
+        return each == 0 or any(n >= limits[shard] for shard, n in moved.items())
 
     async def _start(self, entry: DeliveryEntry) -> None:
         key = (entry[0], entry[1])

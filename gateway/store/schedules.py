@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Set
+from collections.abc import Mapping, Set
 from typing import Any
 
 from redis.exceptions import ResponseError
@@ -86,15 +86,15 @@ class Schedules:
                     entries.append((shard, entry_id.decode(), fields[b"job"].decode()))
         return entries
 
-    async def promote_retries(self, now: float, limit: int = 500) -> int:
+    async def promote_retries(self, now: float, limits: Mapping[int, int]) -> dict[int, int]:
+        """Move due retries onto their streams, at most `limits[shard]` from each shard
+        named; how many each moved (one that moved its limit may have more due)."""
+        shards = [shard for shard, limit in limits.items() if limit > 0]
         replies = await self._store.run_each(
             "PROMOTE_RETRIES",
-            [
-                ([keys.retries(shard), keys.deliveries(shard)], [int(now * 1000), limit])
-                for shard in range(SHARDS)
-            ],
+            [([keys.retries(s), keys.deliveries(s)], [int(now * 1000), limits[s]]) for s in shards],
         )
-        return sum(int(r) for r in replies)
+        return {shard: int(moved) for shard, moved in zip(shards, replies, strict=True)}
 
     @property
     def blocking_reads(self) -> bool:

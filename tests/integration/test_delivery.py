@@ -169,3 +169,42 @@ async def test_timeout_counts_as_a_failed_attempt(
     attempts = await _deliveries(client, job["id"])
     assert attempts[0]["outcome"] == "failed"
     assert "0.5" in attempts[0]["detail"]
+
+
+async def test_a_burst_of_retries_does_not_queue_ahead_of_fresh_deliveries(
+    redis_url: str, simulator: Simulator, gateway: Gateway, receiver: tuple[Receiver, str]
+) -> None:
+    """A receiver back after an outage: the retries that come due together are promoted as
+    delivery slots free up, so a job that ends meanwhile is delivered among them rather
+    than after every one of them (first in, first out, it used to be)."""
+    recv, hook = receiver
+    down = True
+
+    async def respond(request: web.Request) -> web.Response:
+        if down:
+            return web.Response(status=503)
+        await asyncio.sleep(0.02)  # a receiver that takes its time: 4 slots, ~200/s
+        return web.Response(status=204)
+
+    recv.respond = respond
+    base, _ = await simulator(concurrency=128)
+    client = await gateway(
+        redis_url,
+        [backend("ml-1", base, max_concurrency=128)],
+        outbound={"concurrency": 4, "schedule": [0, 1.5, 1.5]},
+    )
+    old = await asyncio.gather(*(_job(client, hook) for _ in range(120)))
+    await eventually(lambda: recv.attempts >= 120, timeout=10)  # each failed once
+    down = False
+    await eventually(lambda: len(recv.deliveries) >= 1, timeout=10)  # the retries are due
+    fresh = await asyncio.gather(*(_job(client, hook) for _ in range(4)))
+    await eventually(lambda: len(recv.deliveries) == 124, timeout=20)
+
+    order = recv.jobs()
+    assert set(order) == {j["id"] for j in old + fresh}
+    fresh_ids = {j["id"] for j in fresh}
+    last_fresh = max(order.index(job_id) for job_id in fresh_ids)
+    retries_after = len(order) - 1 - last_fresh
+    # All 120 retries came due within ~0.1 s; the fresh jobs ended ~0.6 s before the last
+    # of them could be delivered at ~200/s.
+    assert retries_after >= 40, (last_fresh, retries_after)
