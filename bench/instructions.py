@@ -13,6 +13,11 @@ mock and Redis on core 1, as in the overhead bench), sends 50 submits to warm up
 the counters, sends N submits (one at a time, then 16 at a time), dumps; then the same
 over an idle window, for the background loops' rate, which is subtracted. About 2 minutes
 per source and concurrency. Writes bench/results/instructions.json.
+
+`--in-flight 0,10000` measures point 3a instead (does a submit cost more with more jobs in
+flight?) for the working tree: per level, one gateway whose mocks answer `processing`
+(every job stays in flight), the level's jobs loaded with instrumentation off, then an
+idle window and the counted submits in that same process, each counted from zero.
 """
 
 from __future__ import annotations
@@ -26,12 +31,14 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import yaml
 
+from bench import servers
 from bench.procs import wait_ready
 from bench.rig import AUTH, GATEWAY_BODY, MEASURED, Rig
 
@@ -46,6 +53,9 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--submits", type=int, default=480, help="submits counted per run")
     parser.add_argument("--concurrency", default="1,16", help="comma list")
     parser.add_argument("--idle-seconds", type=float, default=20.0)
+    parser.add_argument(
+        "--in-flight", default="", help="comma list of jobs in flight (point 3a), e.g. 0,10000"
+    )
     parser.add_argument("--out", type=Path, default=RESULTS / "instructions.json")
     return parser.parse_args(argv)
 
@@ -110,6 +120,90 @@ def measure(rig: Rig, source: Path, work: Path, submits: int, concurrency: int |
             proc.kill()
 
 
+def _counted(pid: int, work: Path, action: Callable[[], None]) -> dict[str, Any]:
+    """Instructions while `action` runs: counters zeroed before, dumped after."""
+    for old in work.glob("callgrind.out.*"):
+        old.unlink()
+    subprocess.run(["callgrind_control", "-z", str(pid)], check=True, capture_output=True)
+    started = time.monotonic()
+    action()
+    seconds = time.monotonic() - started
+    subprocess.run(["callgrind_control", "-d", str(pid)], check=True, capture_output=True)
+    time.sleep(1)
+    dump = next(work.glob("callgrind.out.*"))
+    return {"instructions": _total(dump), "seconds": round(seconds, 2)}
+
+
+def measure_in_flight(
+    rig: Rig, work: Path, preload: int, submits: int, concurrency: int, idle: float
+) -> dict[str, Any]:
+    """Instructions per submit with `preload` jobs in flight (the working tree's gateway)."""
+    rig.flush()
+    port = rig.gw_ports[0]
+    config = rig.gateway_config(port, rig.redis_url, mode=servers.PROCESSING_PATH)
+    for backend in config["backends"]:  # no polls of the loaded jobs while counting
+        backend["options"] = {"webhook_deadline": 86400}
+    path = work / "gateway.yaml"
+    path.write_text(yaml.safe_dump(config))
+    argv = ["taskset", "-c", MEASURED, "valgrind", "--tool=callgrind", "--instr-atstart=no",
+            f"--callgrind-out-file={work / 'callgrind.out'}",
+            sys.executable, "-m", "gateway", "serve", "--config", str(path)]  # fmt: skip
+    with open(work / "gateway.log", "w") as log:
+        proc = subprocess.Popen(argv, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        asyncio.run(wait_ready(f"{url}/readyz", timeout=600))
+        asyncio.run(_submit(f"{url}/v1/generations", preload + WARM_UP, 16))
+        subprocess.run(["callgrind_control", "-i", "on", str(proc.pid)], check=True,
+                       capture_output=True)  # fmt: skip
+        quiet = _counted(proc.pid, work, lambda: time.sleep(idle))
+        run = _counted(
+            proc.pid, work,
+            lambda: asyncio.run(_submit(f"{url}/v1/generations", submits, concurrency)),
+        )  # fmt: skip
+        rate = quiet["instructions"] / quiet["seconds"]
+        busy = run["instructions"] - rate * run["seconds"]
+        return {
+            "in_flight": preload + WARM_UP,
+            "idle_instructions_per_second": round(rate),
+            **run,
+            "per_submit": round(run["instructions"] / submits),
+            "per_submit_less_idle": round(busy / submits),
+        }
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=300)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def _in_flight_main(args: argparse.Namespace) -> dict[str, Any]:
+    levels = [int(n) for n in args.in_flight.split(",") if n]
+    concurrency = int(args.concurrency.split(",")[-1])
+    tmp = Path(tempfile.mkdtemp(prefix="bench-instructions-"))
+    runs = []
+    try:
+        with Rig(tmp / "rig") as rig:
+            for level in levels:
+                print(f"{level} jobs in flight: {args.submits} submits, {concurrency} at a time",
+                      flush=True)  # fmt: skip
+                runs.append(measure_in_flight(
+                    rig, tmp, level, args.submits, concurrency, args.idle_seconds
+                ))  # fmt: skip
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    first, last = runs[0]["per_submit_less_idle"], runs[-1]["per_submit_less_idle"]
+    return {
+        "benchmark": "instructions in flight (point 3a)",
+        "generated_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "submits": args.submits,
+        "concurrency": concurrency,
+        "runs": runs,
+        "last_over_first": round(last / first, 3),
+    }
+
+
 def _sources(against: str, tmp: Path) -> dict[str, Path]:
     sources = {"working tree": ROOT}
     if against:
@@ -124,6 +218,12 @@ def main(argv: list[str] | None = None) -> int:
     args = _args(argv)
     if shutil.which("valgrind") is None or shutil.which("callgrind_control") is None:
         raise SystemExit("valgrind is not installed (Debian's valgrind package)")
+    if args.in_flight:
+        flight = _in_flight_main(args)
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(flight, indent=1) + "\n")
+        print(json.dumps(flight, indent=1))
+        return 0
     levels = [int(c) for c in args.concurrency.split(",") if c]
     tmp = Path(tempfile.mkdtemp(prefix="bench-instructions-"))
     results: dict[str, Any] = {
