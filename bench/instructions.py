@@ -89,8 +89,6 @@ def measure(rig: Rig, source: Path, work: Path, submits: int, concurrency: int |
     config = work / "gateway.yaml"
     config.write_text(yaml.safe_dump(rig.gateway_config(port, rig.redis_url)))
     out = work / "callgrind.out"
-    for old in work.glob("callgrind.out*"):
-        old.unlink()
     argv = ["taskset", "-c", MEASURED, "valgrind", "--tool=callgrind",
             f"--callgrind-out-file={out}",
             sys.executable, "-m", "gateway", "serve", "--config", str(config)]  # fmt: skip
@@ -101,23 +99,22 @@ def measure(rig: Rig, source: Path, work: Path, submits: int, concurrency: int |
     try:
         asyncio.run(wait_ready(f"{url}/readyz", timeout=600))  # ~50x slower under valgrind
         asyncio.run(_submit(f"{url}/v1/generations", WARM_UP, 1))
-        subprocess.run(["callgrind_control", "-z", str(proc.pid)], check=True, capture_output=True)
-        started = time.monotonic()
         if concurrency is None:
-            time.sleep(idle)
-        else:
-            asyncio.run(_submit(f"{url}/v1/generations", submits, concurrency))
-        seconds = time.monotonic() - started
-        subprocess.run(["callgrind_control", "-d", str(proc.pid)], check=True, capture_output=True)
-        time.sleep(1)
-        dump = next(p for p in work.glob("callgrind.out*") if p.name != out.name)
-        return {"instructions": _total(dump), "seconds": round(seconds, 2)}
+            return _counted(proc.pid, work, lambda: time.sleep(idle))
+        return _counted(
+            proc.pid, work,
+            lambda: asyncio.run(_submit(f"{url}/v1/generations", submits, concurrency)),
+        )  # fmt: skip
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=120)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        _stop(proc)
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    proc.terminate()
+    try:
+        proc.wait(timeout=300)  # valgrind writes its last dump on the way out
+    except subprocess.TimeoutExpired:
+        proc.kill()
 
 
 def _counted(pid: int, work: Path, action: Callable[[], None]) -> dict[str, Any]:
@@ -171,11 +168,7 @@ def measure_in_flight(
             "per_submit_less_idle": round(busy / submits),
         }
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=300)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        _stop(proc)
 
 
 def _in_flight_main(args: argparse.Namespace) -> dict[str, Any]:
