@@ -1,7 +1,8 @@
-"""`python -m bench [routing|overhead|tenants|instructions]`: the routing benchmark (the
-default), the overhead benchmark (bench/overhead.py), the tenants benchmark (priorities and
-weighted shares, bench/tenants.py) or instructions per submit under callgrind against an
-earlier revision (bench/instructions.py); `--help` after any for its options.
+"""`python -m bench [routing|overhead|tenants|instructions|latency]`: the routing benchmark
+(the default), the overhead benchmark (bench/overhead.py), the tenants benchmark
+(priorities and weighted shares, bench/tenants.py), instructions per submit under callgrind
+against an earlier revision (bench/instructions.py) or the added latency at one rate in
+short interleaved rounds (bench/latency.py); `--help` after any for its options.
 
 Routing's default parts: issue 9's grid (`grid`: the model over every fleet x config x load;
 `live`: real processes, two instances, the acceptance cells). The earlier benchmark's parts
@@ -80,6 +81,10 @@ def main() -> int:
         from bench import instructions
 
         return instructions.main(sys.argv[2:])
+    if len(sys.argv) > 1 and sys.argv[1] == "latency":
+        from bench import latency
+
+        return latency.main(sys.argv[2:])
     if len(sys.argv) > 1 and sys.argv[1] == "tenants":
         from bench import tenants
 
