@@ -330,7 +330,11 @@ async def build_services(
         usage=UsageStore(store),
         store_health=StoreHealth(store),
         shared_gauges=SharedGauges(
-            jobs=jobs, queue=queue, tenants=[t.name for t in settings.tenants], metrics=metrics
+            jobs=jobs,
+            queue=queue,
+            schedules=schedules,
+            tenants=[t.name for t in settings.tenants],
+            metrics=metrics,
         ),
         background=background,
         drain=Drain(),

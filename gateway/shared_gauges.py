@@ -8,10 +8,12 @@ round trips every `INTERVAL` seconds per instance, whatever the scrape rate or t
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import Counter
 
 from gateway.store.jobs import JobStore
 from gateway.store.queue import GatewayQueue
+from gateway.store.schedules import Schedules
 from observability.logging import get_logger
 from observability.metrics import Metrics
 
@@ -25,10 +27,17 @@ SAMPLE = 5_000
 
 class SharedGauges:
     def __init__(
-        self, *, jobs: JobStore, queue: GatewayQueue, tenants: list[str], metrics: Metrics
+        self,
+        *,
+        jobs: JobStore,
+        queue: GatewayQueue,
+        schedules: Schedules,
+        tenants: list[str],
+        metrics: Metrics,
     ) -> None:
         self._jobs = jobs
         self._queue = queue
+        self._schedules = schedules
         self._tenants = tenants
         self._metrics = metrics
 
@@ -36,6 +45,9 @@ class SharedGauges:
         dead = await self._jobs.dead_letter_counts(self._tenants)
         for tenant, count in dead.items():
             self._metrics.dead_letters.labels(tenant).set(count)
+        scheduled, due = await self._schedules.retries_waiting(time.time())
+        self._metrics.retries_waiting.labels("scheduled").set(scheduled)
+        self._metrics.retries_waiting.labels("due").set(due)
         queued = await self._queue.members(SAMPLE)
         owners = Counter(t for t in await self._jobs.tenants_of(queued) if t is not None)
         scale = 1.0

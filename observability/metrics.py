@@ -311,6 +311,13 @@ class Metrics:
             ["tenant"],
             registry=r,
         )
+        self.retries_waiting = Gauge(
+            "gateway_webhook_retries_waiting",
+            "Client webhook retries waiting (shared): scheduled (not due yet) or due (waiting "
+            "for a free delivery slot).",
+            ["state"],
+            registry=r,
+        )
         self.store_duration = LoopHistogram(
             "gateway_store_command_duration_seconds",
             "Latency of store (Redis) calls, by command or script name; blocking reads excluded.",

@@ -138,6 +138,11 @@ ROWS: list[tuple[str, list[tuple[str, str, str, list[dict[str, str]]]]]] = [
         ("Dead letters by tenant", "short", "Given-up deliveries kept for replay.", [
             q(f"max by (tenant) (gateway_webhook_dead_letters{{{T}}})", "{{tenant}}"),
         ]),
+        ("Retries waiting", "short",
+         "Scheduled: not due yet. Due: waiting for a free delivery slot (grows when the "
+         "workers are saturated).", [
+            q("max by (state) (gateway_webhook_retries_waiting)", "{{state}}"),
+        ]),
         ("Delivery lag", "s", "Job end to first successful delivery.",
          quantiles("gateway_webhook_delivery_lag_seconds", "tenant", f"{T}, {I}", (0.5, 0.95))),
     ]),

@@ -96,6 +96,17 @@ class Schedules:
         )
         return {shard: int(moved) for shard, moved in zip(shards, replies, strict=True)}
 
+    async def retries_waiting(self, now: float) -> tuple[int, int]:
+        """(scheduled, due): retries waiting across every shard, not yet due and due."""
+        due_ms = int(now * 1000)
+        counts = await asyncio.gather(
+            *(self._store.command("ZCARD", keys.retries(s)) for s in range(SHARDS)),
+            *(self._store.command("ZCOUNT", keys.retries(s), "-inf", due_ms)
+              for s in range(SHARDS)),
+        )  # fmt: skip
+        waiting, due = sum(counts[:SHARDS]), sum(counts[SHARDS:])
+        return waiting - due, due
+
     @property
     def blocking_reads(self) -> bool:
         """memory:// cannot block on XREADGROUP, a cluster not across streams: readers pause."""

@@ -104,6 +104,8 @@ async def test_a_mixed_workload_gives_every_on_call_metric_a_value(
     assert value(samples, "gateway_webhook_delivery_lag_seconds_count", tenant="acme") == 2
     assert value(samples, "gateway_webhook_dead_letters", tenant="acme") == 1
     assert value(samples, "gateway_webhook_dead_letters", tenant="globex") == 0
+    assert value(samples, "gateway_webhook_retries_waiting", state="due") == 0
+    assert ("gateway_webhook_retries_waiting", frozenset({("state", "scheduled")})) in samples
     assert value(samples, "gateway_queue_depth", tenant="acme") == 0
     assert value(samples, "gateway_store_command_duration_seconds_count", operation="JOB_CAS")
     assert value(samples, "gateway_store_command_duration_seconds_count", operation="RESERVE")
