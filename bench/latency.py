@@ -18,8 +18,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench import loadgen
-from bench.rig import AUTH, DIRECT_BODY, GATEWAY_BODY, OTHER, CpuWindow, Rig
+from bench.overhead import Target, opened
+from bench.rig import AUTH, DIRECT_BODY, GATEWAY_BODY, Rig
 
 RESULTS = Path(__file__).resolve().parent / "results"
 WARM_UP = 3.0  # seconds at the rate before the first round
@@ -34,15 +34,13 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def _latency(
-    rig: Rig, url: str, body: str, headers: dict[str, str], rate: float, seconds: float,
-    procs: list[str],
-) -> dict[str, Any]:  # fmt: skip
-    """Latency percentiles (ms) at `rate`, and the CPU per request of `procs` meanwhile."""
-    with CpuWindow(rig, procs) as window:
-        result = loadgen.open_loop(url, body, headers, rate=rate, seconds=seconds, cpu=OTHER)
-    cpu = window.per_request_us(result["answered"])
-    return {**{k: round(v, 3) for k, v in result["latency_ms"].items()}, "cpu_us": cpu}
+def _latency(rig: Rig, target: Target, rate: float, seconds: float) -> dict[str, Any]:
+    """Latency percentiles (ms) at `rate`, and the CPU per request of the target's processes."""
+    result = opened(rig, target, rate, seconds)
+    return {
+        **{k: round(v, 3) for k, v in result["latency_ms"].items()},
+        "cpu_us": result["cpu_us_per_request"],
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -51,16 +49,16 @@ def main(argv: list[str] | None = None) -> int:
     workdir.mkdir(parents=True, exist_ok=True)
     rounds: list[dict[str, Any]] = []
     with Rig(workdir) as rig:
-        gateway = rig.start_gateway("gateway-1", rig.gw_ports[0], rig.redis_url)
-        submit = f"{gateway}/v1/generations"
-        direct = rig.mock_url() + "/text2img"
-        _latency(rig, submit, GATEWAY_BODY, AUTH, args.rate, WARM_UP, [])
+        url = rig.start_gateway("gateway-1", rig.gw_ports[0], rig.redis_url)
+        gateway = Target(
+            "gateway", f"{url}/v1/generations", GATEWAY_BODY, AUTH, ["gateway-1", "redis"]
+        )
+        direct = Target("direct", rig.mock_url() + "/text2img", DIRECT_BODY, {}, ["mock"])
+        _latency(rig, gateway, args.rate, WARM_UP)
         for n in range(1, args.rounds + 1):
             when = time.strftime("%H:%M:%S")
-            mock = _latency(rig, direct, DIRECT_BODY, {}, args.rate, args.seconds, ["mock"])
-            gw = _latency(
-                rig, submit, GATEWAY_BODY, AUTH, args.rate, args.seconds, ["gateway-1", "redis"]
-            )
+            mock = _latency(rig, direct, args.rate, args.seconds)
+            gw = _latency(rig, gateway, args.rate, args.seconds)
             added = {q: round(gw[q] - mock[q], 3) for q in ("p50", "p99")}
             rounds.append({"at": when, "direct": mock, "gateway": gw, "added": added})
             cpu = gw["cpu_us"].get("gateway-1")
