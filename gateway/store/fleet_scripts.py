@@ -195,20 +195,31 @@ return {1, until_ms}
 """
 )
 
-# KEYS: bucket. ARGV: interval_ms (1/rate), tolerance_ms ((burst-1) * interval).
-# GCRA: returns 0 when allowed, else milliseconds until a request would be.
+# KEYS: bucket. ARGV: interval_ms (1/rate), tolerance_ms ((burst-1) * interval), and
+# optionally how many tokens are wanted (default 1) and how many unused ones of an expired
+# lease go back (default 0). GCRA over a run of tokens: grants as many of those wanted as
+# the bucket allows now (at least one, or none). Returns {wait_ms, granted}: wait_ms 0
+# when granted, else milliseconds until one token would be.
 RATE_LIMIT = (
     _NOW
     + """
 local interval = tonumber(ARGV[1])
 local tolerance = tonumber(ARGV[2])
-local tat = tonumber(redis.call('GET', KEYS[1]) or now)
+local want = tonumber(ARGV[3] or '1')
+local refund = tonumber(ARGV[4] or '0')
+local tat = tonumber(redis.call('GET', KEYS[1]) or now) - refund * interval
 if tat < now then tat = now end
 local allow_at = tat - tolerance
-if now < allow_at then return math.ceil(allow_at - now) end
-local new_tat = tat + interval
+if now < allow_at then
+  if refund > 0 then
+    redis.call('SET', KEYS[1], tat, 'PX', math.ceil(tat - now + interval))
+  end
+  return {math.ceil(allow_at - now), 0}
+end
+local granted = math.min(want, math.floor((now - allow_at) / interval) + 1)
+local new_tat = tat + granted * interval
 redis.call('SET', KEYS[1], new_tat, 'PX', math.ceil(new_tat - now + interval))
-return 0
+return {0, granted}
 """
 )
 
