@@ -235,6 +235,11 @@ class Outbound(Section):
     jitter: float = Field(default=0.2, ge=0, le=1)
     visibility_timeout: Seconds = 60.0
     concurrency: int = Field(default=64, ge=1)
+    per_host_concurrency: int = Field(
+        default=16,
+        ge=1,
+        description="Deliveries in flight to one slow receiver host, per instance.",
+    )
 
 
 class Jobs(Section):

@@ -179,6 +179,13 @@ class Metrics:
             "Deliveries taken over from a worker that read them and went silent.",
             registry=r,
         )
+        self.deliveries_deferred = Counter(
+            "gateway_webhook_deliveries_deferred_total",
+            "Deliveries put off (no attempt made): their receiver host is slow and holds "
+            "its share of the delivery slots.",
+            ["tenant"],
+            registry=r,
+        )
         self.delivery_duration = LoopHistogram(
             "gateway_webhook_delivery_duration_seconds",
             "Time to POST a client webhook (one attempt).",

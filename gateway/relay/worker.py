@@ -6,7 +6,9 @@ acknowledgement, atomically. A worker that dies mid-delivery leaves the entry pe
 another instance reclaims it after `outbound.visibility_timeout`. Retries wait in a
 per-shard sorted set and are moved back onto the stream when due, by one script, no more
 at a time than the worker has free slots: a burst of retries (a receiver back up after an
-outage) fills the room fresh deliveries leave instead of queueing ahead of them.
+outage) fills the room fresh deliveries leave instead of queueing ahead of them. A slow
+receiver host holds at most `outbound.per_host_concurrency` slots (gateway/relay/hosts.py);
+its other deliveries are deferred through the same retry set, no attempt counted.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from gateway.config import Outbound
 from gateway.ids import SHARDS, shard_of
 from gateway.jobs.model import DeliveryAttempt, DeliveryState, utcnow
 from gateway.relay.events import webhook_id
+from gateway.relay.hosts import Hosts
 from gateway.relay.sender import Sender, Verdict
 from gateway.relay.sources import DeliverySources, Found, Record
 from gateway.store.jobs import Conflict, DeliveryAction
@@ -66,6 +69,7 @@ class Relay:
         self._metrics = metrics
         self._background = background
         self._slots = asyncio.Semaphore(outbound.concurrency)
+        self._hosts = Hosts(outbound.per_host_concurrency)
         # Keyed by (shard, entry id): entry ids are timestamps, so two shards' streams can
         # hand out the same one.
         self._in_progress: set[tuple[int, str]] = set()
@@ -185,7 +189,17 @@ class Relay:
             log.error("delivery_tenant_unknown", job_id=job_id, tenant=record.tenant)
             await self._schedules.drop_delivery(entry)
             return
-        sent = await self._sender.send(record.webhook_url, key, webhook_id(job_id), body)
+        host = Hosts.of(record.webhook_url)
+        ticket = self._hosts.start(host)
+        if ticket is None:  # a slow receiver at its share of the slots: later, in its turn
+            await self._schedules.defer_delivery(entry, self._hosts.defer_until(host, time.time()))
+            self._metrics.deliveries_deferred.labels(record.tenant).inc()
+            return
+        started = time.monotonic()
+        try:
+            sent = await self._sender.send(record.webhook_url, key, webhook_id(job_id), body)
+        finally:
+            self._hosts.done(host, ticket, time.monotonic() - started)
         self._metrics.delivery_duration.observe((sent.attempt.duration_ms or 0) / 1000)
         action, due = self._next_step(record, sent.verdict, sent.retry_after)
         self._metrics.deliveries.labels(record.tenant, sent.attempt.outcome).inc()

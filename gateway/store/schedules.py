@@ -120,6 +120,16 @@ class Schedules:
             pipe.xdel(stream, entry_id)
             await pipe.execute()
 
+    async def defer_delivery(self, entry: DeliveryEntry, due: float) -> None:
+        """Off the stream and back as a retry due at `due` (epoch s), no attempt made."""
+        shard, entry_id, job_id = entry
+        stream = keys.deliveries(shard)
+        async with self._store.redis.pipeline(transaction=True) as pipe:
+            pipe.xack(stream, keys.DELIVERY_GROUP, entry_id)
+            pipe.xdel(stream, entry_id)
+            pipe.zadd(keys.retries(shard), {job_id: int(due * 1000)})
+            await pipe.execute()
+
     async def forget_idle_consumers(self, idle: float) -> int:
         """Drop consumers (instances long gone) that hold no deliveries, from every stream."""
         removed = 0

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
+from collections.abc import AsyncIterator
 
+import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
@@ -208,3 +211,83 @@ async def test_a_burst_of_retries_does_not_queue_ahead_of_fresh_deliveries(
     # All 120 retries came due within ~0.1 s; the fresh jobs ended ~0.6 s before the last
     # of them could be delivered at ~200/s.
     assert retries_after >= 40, (last_fresh, retries_after)
+
+
+class Hanging:
+    """A receiver host that accepts deliveries and answers none (until released)."""
+
+    def __init__(self) -> None:
+        self.in_flight = self.most = self.seen = 0
+        self.released = asyncio.Event()
+        self.app = web.Application()
+        self.app.router.add_post("/hook", self._receive)
+
+    async def _receive(self, request: web.Request) -> web.Response:
+        self.seen += 1
+        self.in_flight += 1
+        self.most = max(self.most, self.in_flight)
+        try:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.released.wait(), 10)
+            return web.Response(status=204)
+        finally:
+            self.in_flight -= 1
+
+
+@pytest.fixture
+async def hanging() -> AsyncIterator[tuple[Hanging, str]]:
+    """On another loopback address (another host); it outlives the gateways (asked first)."""
+    host = Hanging()
+    server = TestServer(host.app, host="127.0.0.2")
+    await server.start_server()
+    yield host, f"http://127.0.0.2:{server.port}/hook"
+    host.released.set()
+    await server.close()
+
+
+async def test_a_receiver_that_answers_late_holds_only_its_share_of_the_slots(
+    hanging: tuple[Hanging, str],
+    redis_url: str,
+    simulator: Simulator,
+    gateway: Gateway,
+    receiver: tuple[Receiver, str],
+) -> None:
+    """One tenant's endpoint hangs: once it is seen to be slow it gets at most
+    `per_host_concurrency` deliveries in flight, and another host's webhooks go out at once
+    (with every slot taken, they waited for the hanging ones' timeouts). Those put off are
+    delivered once it answers again."""
+    slow, slow_hook = hanging
+    recv, hook = receiver
+    base, _ = await simulator(concurrency=64)
+    client = await gateway(
+        redis_url,
+        [backend("ml-1", base, max_concurrency=64)],
+        outbound={
+            "concurrency": 6,
+            "per_host_concurrency": 2,
+            "timeout": 4,
+            "visibility_timeout": 6,
+        },
+    )
+    slow_jobs = [await _job(client, slow_hook)]
+    await eventually(lambda: slow.in_flight == 1)
+    await asyncio.sleep(1.1)  # out for longer than a second: a slow host
+    slow_jobs += await asyncio.gather(*(_job(client, slow_hook) for _ in range(5)))
+    await asyncio.sleep(0.3)
+    started = time.monotonic()
+    fresh = await asyncio.gather(*(_job(client, hook) for _ in range(4)))
+    await eventually(lambda: len(recv.deliveries) == 4, timeout=5)
+    assert time.monotonic() - started < 1.0
+    assert set(recv.jobs()) == {j["id"] for j in fresh}
+    assert slow.most == 2
+    assert slow.seen < 6  # the others were put off, not sent
+    # Back to answering: the ones put off come back in turn and are delivered too.
+    slow.released.set()
+
+    async def all_delivered() -> bool:
+        for job in slow_jobs:
+            if not any(a["outcome"] == "delivered" for a in await _deliveries(client, job["id"])):
+                return False
+        return True
+
+    await eventually(all_delivered, timeout=20, interval=0.5)
