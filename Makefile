@@ -9,7 +9,7 @@ BENCH_PYTHON ?= $(shell [ -x /usr/bin/python3.11 ] && echo /usr/bin/python3.11 |
 BENCH_VENV := .venv-bench
 BENCH_BIN := $(BENCH_VENV)/bin
 
-.PHONY: run test lint bench bench-overhead bench-tools redis-server prometheus compose-cli apt-docker-compose clean
+.PHONY: run test lint bench bench-overhead bench-latency bench-tools redis-server prometheus compose-cli apt-docker-compose clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -82,13 +82,18 @@ $(BENCH_VENV)/.installed: pyproject.toml
 	$(BENCH_BIN)/pip install --quiet --disable-pip-version-check -e '.[bench]'
 	touch $@
 
-## bench: the benchmarks (overhead, ~10 min, then routing, ~17 min); results in bench/results/
-bench: bench-overhead
+## bench: the benchmarks (overhead, ~10 min, latency rounds, ~2 min, then routing, ~17 min);
+## results in bench/results/
+bench: bench-overhead bench-latency
 	$(BENCH_BIN)/python -m bench routing
 
 ## bench-overhead: gateway vs direct, nginx, LiteLLM; webhook path; memory; Redis Cluster
 bench-overhead: $(BENCH_VENV)/.installed redis-server bench-tools
 	$(BENCH_BIN)/python -m bench overhead
+
+## bench-latency: added latency at 500 req/s in interleaved short rounds, gateway vs direct
+bench-latency: $(BENCH_VENV)/.installed redis-server bench-tools
+	$(BENCH_BIN)/python -m bench latency
 
 ## bench-tools: Debian's wrk and nginx for the overhead bench, installed when missing
 bench-tools:

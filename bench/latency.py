@@ -1,6 +1,7 @@
 """Point 2 alone, sampled often: added latency at a fixed rate, gateway against direct.
 
-`python -m bench latency [--rate 500] [--rounds 6] [--seconds 5]` (about 1.5 minutes): one
+`python -m bench latency [--rate 500] [--rounds 8] [--seconds 5]` (`make bench-latency`, part of
+`make bench`; about 2 minutes): one
 gateway on a real Redis (pinned as in the overhead bench), then rounds that each send the
 open-loop client at `--rate` straight to the mock and then through the gateway, and report
 that round's added p50 / p99 and the gateway's CPU per request during it. On this kind of
@@ -28,7 +29,7 @@ WARM_UP = 3.0  # seconds at the rate before the first round
 def _args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench latency", description=__doc__)
     parser.add_argument("--rate", type=float, default=500.0, help="requests per second")
-    parser.add_argument("--rounds", type=int, default=6)
+    parser.add_argument("--rounds", type=int, default=8)
     parser.add_argument("--seconds", type=float, default=5.0, help="per target per round")
     parser.add_argument("--out", type=Path, default=RESULTS / "latency.json")
     return parser.parse_args(argv)
