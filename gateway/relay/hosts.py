@@ -42,7 +42,9 @@ class Hosts:
         if self._seconds.get(host, 0.0) >= SLOW:
             return True
         out = self._out.get(host)
-        return out is not None and bool(out) and self._clock() - min(out.values()) >= SLOW
+        if not out:
+            return False
+        return self._clock() - min(out.values()) >= SLOW
 
     def start(self, host: str) -> int | None:
         """A ticket for a delivery to `host`, or None when a slow host is at its limit."""

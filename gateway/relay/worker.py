@@ -192,7 +192,8 @@ class Relay:
         host = Hosts.of(record.webhook_url)
         ticket = self._hosts.start(host)
         if ticket is None:  # a slow receiver at its share of the slots: later, in its turn
-            await self._schedules.defer_delivery(entry, self._hosts.defer_until(host, time.time()))
+            again_at = self._hosts.defer_until(host, time.time())
+            await self._schedules.drop_delivery(entry, again_at=again_at)
             self._metrics.deliveries_deferred.labels(record.tenant).inc()
             return
         started = time.monotonic()

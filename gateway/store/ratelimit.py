@@ -73,10 +73,6 @@ class RateLimiter:
         )
         if granted == 0:
             return int(wait_ms) / 1000
-        if want > 1 and granted > 1:
-            lease = self._leases.get(tenant)
-            if lease is None:
-                self._leases[tenant] = _Lease(granted - 1, self._clock() + LEASE_TTL)
-            else:
-                lease.tokens, lease.until = granted - 1, self._clock() + LEASE_TTL
+        if want > 1 and granted > 1:  # the one asked for is this call's; the rest wait here
+            self._leases[tenant] = _Lease(granted - 1, self._clock() + LEASE_TTL)
         return 0.0

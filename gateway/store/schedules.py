@@ -112,22 +112,16 @@ class Schedules:
         """memory:// cannot block on XREADGROUP, a cluster not across streams: readers pause."""
         return not self._store.memory and not self._store.cluster
 
-    async def drop_delivery(self, entry: DeliveryEntry) -> None:
-        shard, entry_id, _ = entry
-        stream = keys.deliveries(shard)
-        async with self._store.redis.pipeline(transaction=True) as pipe:
-            pipe.xack(stream, keys.DELIVERY_GROUP, entry_id)
-            pipe.xdel(stream, entry_id)
-            await pipe.execute()
-
-    async def defer_delivery(self, entry: DeliveryEntry, due: float) -> None:
-        """Off the stream and back as a retry due at `due` (epoch s), no attempt made."""
+    async def drop_delivery(self, entry: DeliveryEntry, *, again_at: float | None = None) -> None:
+        """Off the stream; with `again_at` (epoch s), back as a retry due then, no attempt
+        made (a delivery put off)."""
         shard, entry_id, job_id = entry
         stream = keys.deliveries(shard)
         async with self._store.redis.pipeline(transaction=True) as pipe:
             pipe.xack(stream, keys.DELIVERY_GROUP, entry_id)
             pipe.xdel(stream, entry_id)
-            pipe.zadd(keys.retries(shard), {job_id: int(due * 1000)})
+            if again_at is not None:
+                pipe.zadd(keys.retries(shard), {job_id: int(again_at * 1000)})
             await pipe.execute()
 
     async def forget_idle_consumers(self, idle: float) -> int:
