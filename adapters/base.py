@@ -9,10 +9,10 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Any, ClassVar, Protocol, runtime_checkable
 
-import aiohttp
 from aiohttp import web
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, SecretStr
 
+from adapters.httpclient import HttpClient
 from adapters.normalized import GenerationRequest
 from adapters.normalized_tune import TuneRequest
 
@@ -176,7 +176,7 @@ class Adapter(Protocol):
         ...
 
     async def submit(
-        self, session: aiohttp.ClientSession, submission: Submission, callback: Callback
+        self, session: HttpClient, submission: Submission, callback: Callback
     ) -> ProviderResult:
         """Send one submission; raise a `ProviderError` when the provider did not take it."""
         ...
@@ -185,11 +185,11 @@ class Adapter(Protocol):
         """Read the provider's callback body; raise `ProviderBadAnswer` when unreadable."""
         ...
 
-    async def poll(self, session: aiohttp.ClientSession, provider_id: str) -> ProviderResult:
+    async def poll(self, session: HttpClient, provider_id: str) -> ProviderResult:
         """Ask the provider where a submission stands."""
         ...
 
-    async def probe(self, session: aiohttp.ClientSession) -> Probe:
+    async def probe(self, session: HttpClient) -> Probe:
         """A cheap health and queue check; never a real generation."""
         ...
 
@@ -229,7 +229,7 @@ class Trainer(Protocol):
         ...
 
     async def submit_tune(
-        self, session: aiohttp.ClientSession, plan: TunePlan, callback: Callback
+        self, session: HttpClient, plan: TunePlan, callback: Callback
     ) -> TuneResult:
         """Start training; raise a `ProviderError` when the provider did not take it."""
         ...
@@ -238,11 +238,11 @@ class Trainer(Protocol):
         """Read the provider's tune callback; raise `ProviderBadAnswer` when unreadable."""
         ...
 
-    async def poll_tune(self, session: aiohttp.ClientSession, provider_id: str) -> TuneResult:
+    async def poll_tune(self, session: HttpClient, provider_id: str) -> TuneResult:
         """Ask the provider where a tune stands."""
         ...
 
-    async def delete_tune(self, session: aiohttp.ClientSession, provider_id: str) -> None:
+    async def delete_tune(self, session: HttpClient, provider_id: str) -> None:
         """Cancel or delete a tune at the provider; raise a `ProviderError` when refused."""
         ...
 

@@ -1,8 +1,10 @@
-"""One HTTP call to a provider, with transport failures translated at the boundary."""
+"""One HTTP call to a provider, with transport failures translated at the boundary.
+
+The call goes through `adapters/httpclient.py` (not aiohttp's client: a tenth of its CPU).
+"""
 
 from __future__ import annotations
 
-import asyncio
 import traceback
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -20,6 +22,7 @@ from adapters.errors import (
     ProviderTimeout,
     ProviderUnavailable,
 )
+from adapters.httpclient import AnswerTooLarge, BadAnswer, ConnectFailed, HttpClient
 from observability.redaction import scrub_text
 
 MAX_ANSWER_BYTES = 4 * 1024 * 1024
@@ -68,19 +71,20 @@ async def read_limited(content: aiohttp.StreamReader, limit: int) -> bytes:
 
 
 async def call_json(
-    session: aiohttp.ClientSession,
+    session: HttpClient,
     method: str,
     url: str,
     *,
     timeout: float,
     json: Any = None,
-    data: Any = None,
+    data: bytes | aiohttp.FormData | None = None,
     headers: Mapping[str, str] | None = None,
     secrets: Iterable[str] = (),
     accept_statuses: Iterable[int] = (),
 ) -> tuple[int, Any]:
     """Send a request and decode a JSON answer; raise `ProviderError`s for everything else.
 
+    `data` is a body as bytes, or a form (aiohttp's `FormData` encodes it).
     `secrets` are scrubbed from every error message raised from here.
     `accept_statuses` are non-2xx statuses the caller wants to interpret itself.
     """
@@ -95,48 +99,41 @@ async def call_json(
 
 
 async def _call_json(
-    session: aiohttp.ClientSession,
+    session: HttpClient,
     method: str,
     url: str,
     timeout: float,
     json: Any,
-    data: Any,
+    data: bytes | aiohttp.FormData | None,
     headers: Mapping[str, str] | None,
     accept_statuses: Iterable[int],
     secrets: Iterable[str],
 ) -> tuple[int, Any]:
-    body = orjson.dumps(json) if json is not None else data
-    send_headers = {"Content-Type": "application/json"} if json is not None else {}
-    send_headers.update(headers or {})
+    body: bytes | None
+    if json is not None:
+        body, content_type = orjson.dumps(json), "application/json"
+    elif isinstance(data, aiohttp.FormData):
+        form = data()
+        body, content_type = await form.as_bytes(), form.content_type
+    else:
+        body, content_type = data, ""
+    send_headers = {"Content-Type": content_type, **(headers or {})} if content_type else headers
     try:
-        async with session.request(
-            method,
-            url,
-            data=body,
-            headers=send_headers,
-            timeout=aiohttp.ClientTimeout(total=timeout),
-            allow_redirects=False,
-        ) as resp:
-            status = resp.status
-            retry_after_header = resp.headers.get("Retry-After")
-            raw = await read_limited(resp.content, MAX_ANSWER_BYTES)
+        answer = await session.request(
+            method, url, body=body, headers=send_headers, timeout=timeout, limit=MAX_ANSWER_BYTES
+        )
     except TimeoutError as exc:
         raise ProviderTimeout(f"no answer within {timeout:g}s") from without_frames(exc)
-    except aiohttp.ClientConnectorError as exc:
-        message = f"cannot connect: {exc.os_error or exc}"
-        raise ProviderUnavailable(message) from without_frames(exc)
-    except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as exc:
-        raise ProviderUnavailable(f"connection lost: {exc}") from without_frames(exc)
-    except aiohttp.ClientPayloadError as exc:
-        raise ProviderBadAnswer(f"truncated answer: {exc}") from without_frames(exc)
-    except BodyTooLarge as exc:
+    except ConnectFailed as exc:
+        raise ProviderUnavailable(str(exc)) from without_frames(exc)
+    except BadAnswer as exc:
+        raise ProviderBadAnswer(str(exc)) from without_frames(exc)
+    except AnswerTooLarge as exc:
         raise ProviderBadAnswer(f"answer larger than {exc.limit} bytes") from exc
-    except aiohttp.ClientError as exc:
-        message = f"request failed: {type(exc).__name__}"
-        raise ProviderUnavailable(message) from without_frames(exc)
-    except asyncio.CancelledError:
-        raise
+    except OSError as exc:  # ConnectionLost, or the resolver's failure
+        raise ProviderUnavailable(f"connection lost: {exc}") from without_frames(exc)
 
+    status, raw = answer.status, answer.body
     parsed: Any = None
     decode_error: str | None = None
     try:
@@ -149,7 +146,7 @@ async def _call_json(
             raise ProviderBadAnswer(decode_error)
         return status, parsed
     detail = scrub_text(_error_text(parsed, raw), secrets)
-    retry_after = _retry_after(retry_after_header, parsed)
+    retry_after = _retry_after(answer.headers.get("retry-after"), parsed)
     raise status_error(status, detail, retry_after)
 
 

@@ -12,11 +12,11 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 
-import aiohttp
 import structlog
 
 from adapters.base import ResultMode
 from adapters.errors import ProviderError
+from adapters.httpclient import HttpClient
 from adapters.normalized import GenerationRequest
 from gateway import ids
 from gateway.config import Settings
@@ -63,7 +63,7 @@ class Dispatcher:
         eligibility: Eligibility,
         backends: Mapping[str, Backend],
         updater: JobUpdater,
-        session: aiohttp.ClientSession,
+        session: HttpClient,
         held: HeldReservations,
         metrics: Metrics,
         evaluate: Callable[[str, GenerationRequest], Awaitable[Eligible]] | None = None,

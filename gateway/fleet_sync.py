@@ -6,9 +6,8 @@ import asyncio
 import time
 from collections.abc import Mapping
 
-import aiohttp
-
 from adapters.base import Probe
+from adapters.httpclient import HttpClient
 from gateway.config import Settings, backend_matches
 from gateway.held import HeldReservations
 from gateway.store.fleet import FleetStore, Snapshot
@@ -32,7 +31,7 @@ class FleetSync:
         held: HeldReservations,
         router: Router,
         backends: Mapping[str, Backend],
-        session: aiohttp.ClientSession,
+        session: HttpClient,
         metrics: Metrics,
     ) -> None:
         self._settings = settings

@@ -10,11 +10,11 @@ import asyncio
 import time
 from collections.abc import Mapping
 
-import aiohttp
 import structlog
 
 from adapters.base import ProviderResult, ResultState
 from adapters.errors import ProviderBadAnswer, ProviderError
+from adapters.httpclient import HttpClient
 from gateway.background import Background
 from gateway.config import Settings
 from gateway.jobs import transitions
@@ -45,7 +45,7 @@ class Poller:
         queue: GatewayQueue,
         router: Router,
         backends: Mapping[str, Backend],
-        session: aiohttp.ClientSession,
+        session: HttpClient,
         metrics: Metrics,
         background: Background,
     ) -> None:

@@ -7,9 +7,9 @@ import secrets
 import socket
 from dataclasses import dataclass
 
-import aiohttp
 from aiohttp.abc import AbstractResolver
 
+from adapters.httpclient import HttpClient
 from adapters.registry import ADAPTERS
 from gateway.auth import Directory
 from gateway.background import Background
@@ -86,8 +86,8 @@ class Services:
     shared_gauges: SharedGauges
     background: Background
     drain: Drain
-    provider_session: aiohttp.ClientSession
-    outbound_session: aiohttp.ClientSession
+    provider_session: HttpClient
+    outbound_session: HttpClient
 
     async def close(self) -> None:
         """Stop loops (one-off tasks get a grace), hand back unsettled slots, disconnect."""
@@ -161,28 +161,18 @@ async def build_services(
     schedules = Schedules(store)
     held = HeldReservations()
     background = Background()
-    provider_session = aiohttp.ClientSession(
-        connector=aiohttp.TCPConnector(limit=0, limit_per_host=0, ttl_dns_cache=60),
-        # Provider URLs are operator-configured and trusted; no SSRF guard here.
-        # No cookies: one API key's answers must not shape another key's requests.
-        cookie_jar=aiohttp.DummyCookieJar(),
-    )
+    # Provider URLs are operator-configured and trusted: no SSRF guard on this client. It
+    # keeps no cookies (one key's answers never shape another key's requests).
+    provider_session = HttpClient()
     guard = OutboundGuard(
         settings.outbound.allow_networks,
         allow_http=settings.outbound.allow_http,
         resolver=resolver,
         resolve_timeout=settings.outbound.resolve_timeout,
     )
-    outbound_session = aiohttp.ClientSession(
-        connector=aiohttp.TCPConnector(
-            limit=settings.outbound.concurrency * 2,
-            resolver=GuardedResolver(guard),
-            ttl_dns_cache=10,
-        ),
-        # No cookies: a cookie one tenant's receiver sets must not ride along on deliveries
-        # to the same host for other jobs (or other tenants).
-        cookie_jar=aiohttp.DummyCookieJar(),
-    )
+    # Every address a receiver's name resolves to passes the guard before a connection is
+    # made; no cookies ride along from one delivery to the next.
+    outbound_session = HttpClient(resolver=GuardedResolver(guard))
 
     queue = GatewayQueue(
         store, settings.routing.queue_bound, {t.name: t.weight for t in settings.tenants}

@@ -8,10 +8,9 @@ import asyncio
 import time
 from dataclasses import dataclass
 
-import aiohttp
-
 from adapters.base import Callback, ProviderResult, ResultState, Submission
 from adapters.errors import ProviderError, ProviderMaybeAccepted
+from adapters.httpclient import HttpClient
 from gateway import ids
 from gateway.config import Settings
 from gateway.jobs.model import JobRecord
@@ -39,7 +38,7 @@ def callback(public_base: str, backend: str, owner: str, secret: str, n: int) ->
 
 
 class Submitter:
-    def __init__(self, settings: Settings, session: aiohttp.ClientSession, metrics: Metrics):
+    def __init__(self, settings: Settings, session: HttpClient, metrics: Metrics):
         self._settings = settings
         self._session = session
         self._metrics = metrics

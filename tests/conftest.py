@@ -20,6 +20,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from adapters.base import SimulatorSettings
+from adapters.httpclient import HttpClient
 from adapters.registry import ADAPTERS
 from adapters.simkit import engine_key
 from bench.rediscluster import ClusterNodes, start_cluster
@@ -97,6 +98,14 @@ def cluster_url(redis_cluster: ClusterNodes) -> str:
     for port in redis_cluster.ports:
         redis_cluster.cli(port, "flushall")
     return redis_cluster.url
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[HttpClient]:
+    """The gateway's own HTTP client, as adapters get it."""
+    client = HttpClient()
+    yield client
+    await client.close()
 
 
 @pytest.fixture(params=["redis", "memory"])

@@ -31,6 +31,7 @@ from adapters.errors import (
     ProviderServerError,
 )
 from adapters.http import call_json
+from adapters.httpclient import HttpClient
 from adapters.normalized import GenerationRequest
 from adapters.normalized_tune import TuneRequest
 
@@ -51,7 +52,7 @@ class AstriaAdapter:
         return plan(request, self.target, self.options)
 
     async def submit(
-        self, session: aiohttp.ClientSession, submission: Submission, callback: Callback
+        self, session: HttpClient, submission: Submission, callback: Callback
     ) -> ProviderResult:
         tune_id = tune_of(submission.endpoint)
         json_body, form = wire.encode({**submission.body, "callback": callback.url})
@@ -64,7 +65,7 @@ class AstriaAdapter:
 
     async def _create(
         self,
-        session: aiohttp.ClientSession,
+        session: HttpClient,
         path: str,
         json_body: dict[str, Any] | None,
         form: aiohttp.FormData | None,
@@ -90,7 +91,7 @@ class AstriaAdapter:
         return training.plan_tune(request, self.target)
 
     async def submit_tune(
-        self, session: aiohttp.ClientSession, plan: TunePlan, callback: Callback
+        self, session: HttpClient, plan: TunePlan, callback: Callback
     ) -> TuneResult:
         form = wire.encode_tune({**plan.fields, "callback": callback.url})
         result = training.read_tune(await self._create(session, training.TUNES, None, form))
@@ -101,12 +102,12 @@ class AstriaAdapter:
     def parse_tune_webhook(self, body: bytes) -> TuneResult:
         return training.read_tune(_json(body))
 
-    async def poll_tune(self, session: aiohttp.ClientSession, provider_id: str) -> TuneResult:
+    async def poll_tune(self, session: HttpClient, provider_id: str) -> TuneResult:
         path = training.tune_path(provider_id)
         _, data = await self._call(session, "GET", path, self.options.poll_timeout)
         return training.read_tune(data)
 
-    async def delete_tune(self, session: aiohttp.ClientSession, provider_id: str) -> None:
+    async def delete_tune(self, session: HttpClient, provider_id: str) -> None:
         path = training.tune_path(provider_id)
         # Already gone at the provider is as good as deleted.
         await self._call(session, "DELETE", path, self.options.poll_timeout, accept_statuses=(404,))
@@ -114,14 +115,14 @@ class AstriaAdapter:
     def plan_on_tune(self, request: GenerationRequest, provider_id: str) -> Plan:
         return plan(request, self.target, self.options, tune_id=provider_id)
 
-    async def poll(self, session: aiohttp.ClientSession, provider_id: str) -> ProviderResult:
+    async def poll(self, session: HttpClient, provider_id: str) -> ProviderResult:
         tune_id, prompt_id = answers.split_provider_id(provider_id)
         _, data = await self._call(
             session, "GET", f"tunes/{tune_id}/prompts/{prompt_id}", self.options.poll_timeout
         )
         return answers.read_prompt(data, tune_id)
 
-    async def probe(self, session: aiohttp.ClientSession) -> Probe:
+    async def probe(self, session: HttpClient) -> Probe:
         # Reading a tune is the cheapest authenticated call; with no tunes configured,
         # the tune list does the same job.
         first = next(iter(self.target.models.values()), None)
@@ -136,7 +137,7 @@ class AstriaAdapter:
 
     async def _call(
         self,
-        session: aiohttp.ClientSession,
+        session: HttpClient,
         method: str,
         path: str,
         timeout: float,

@@ -5,8 +5,6 @@ from __future__ import annotations
 from typing import Any, ClassVar
 from urllib.parse import quote
 
-import aiohttp
-
 from adapters.base import (
     HOSTED,
     Callback,
@@ -27,6 +25,7 @@ from adapters.errors import (
     ProviderRejected,
 )
 from adapters.http import call_json
+from adapters.httpclient import HttpClient
 from adapters.normalized import GenerationRequest
 
 # How far into a listing the probe looks for its opening bracket.
@@ -50,7 +49,7 @@ class BodiaAdapter:
         return plan(request, self.target, self.options)
 
     async def submit(
-        self, session: aiohttp.ClientSession, submission: Submission, callback: Callback
+        self, session: HttpClient, submission: Submission, callback: Callback
     ) -> ProviderResult:
         try:
             finetune_id = finetune_of(submission.endpoint)
@@ -73,7 +72,7 @@ class BodiaAdapter:
     def parse_webhook(self, body: bytes) -> ProviderResult:
         raise ProviderBadAnswer("bodia documents no webhooks; its results are polled")
 
-    async def poll(self, session: aiohttp.ClientSession, provider_id: str) -> ProviderResult:
+    async def poll(self, session: HttpClient, provider_id: str) -> ProviderResult:
         finetune_id, prompt_id = answers.split_provider_id(provider_id)
         status, data = await self._call(
             session,
@@ -91,7 +90,7 @@ class BodiaAdapter:
             )
         return answers.read_prompt(data, finetune_id, expected_id=prompt_id)
 
-    async def probe(self, session: aiohttp.ClientSession) -> Probe:
+    async def probe(self, session: HttpClient) -> Probe:
         finetune_id = next(iter(self.target.models.values()), None)
         if finetune_id is None:
             return Probe(healthy=False, detail="no fine-tune in models to probe with")
@@ -99,18 +98,20 @@ class BodiaAdapter:
         # A fine-tune's prompt list grows without bound and is not paginated, so only the
         # status and the opening bracket are read, never the whole listing.
         try:
-            async with session.get(
+            answer = await session.request(
+                "GET",
                 f"{self._base}/{endpoint_for(finetune_id)}",
                 headers=self._headers,
-                timeout=aiohttp.ClientTimeout(total=timeout),
-                allow_redirects=False,
-            ) as resp:
-                status = resp.status
-                opening = await _opening(resp.content) if 200 <= status < 300 else b""
+                timeout=timeout,
+                limit=_PROBE_PEEK,
+                truncate=True,
+            )
         except TimeoutError:
             return Probe(healthy=False, detail=f"no answer within {timeout:g}s")
-        except aiohttp.ClientError as exc:
+        except (OSError, ValueError) as exc:
             return Probe(healthy=False, detail=f"cannot reach bodia: {type(exc).__name__}")
+        status = answer.status
+        opening = answer.body.lstrip()[:1] if 200 <= status < 300 else b""
         if status == 404:
             return Probe(healthy=False, detail=f"fine-tune {finetune_id} not found (HTTP 404)")
         if status in (401, 403):
@@ -123,7 +124,7 @@ class BodiaAdapter:
 
     async def _call(
         self,
-        session: aiohttp.ClientSession,
+        session: HttpClient,
         method: str,
         path: str,
         timeout: float,
@@ -141,17 +142,3 @@ class BodiaAdapter:
             accept_statuses=(404,),
         )
         return status, data
-
-
-async def _opening(stream: aiohttp.StreamReader) -> bytes:
-    """The first non-blank byte of a body, or b"" when there is none near the start."""
-    seen = 0
-    while seen < _PROBE_PEEK:
-        chunk = await stream.read(512)
-        if not chunk:
-            return b""
-        stripped = chunk.lstrip()
-        if stripped:
-            return stripped[:1]
-        seen += len(chunk)
-    return b""

@@ -7,8 +7,6 @@ from collections.abc import Callable, Hashable
 from typing import Any, ClassVar
 from urllib.parse import quote
 
-import aiohttp
-
 from adapters.base import (
     Callback,
     Capacity,
@@ -24,6 +22,7 @@ from adapters.comfyui import answers, uploads
 from adapters.comfyui.convert import ComfyOptions, plan
 from adapters.errors import ProviderBadAnswer, ProviderError
 from adapters.http import call_json
+from adapters.httpclient import HttpClient
 from adapters.normalized import GenerationRequest
 
 CLIENT_PREFIX = "imagegen-gateway"
@@ -54,7 +53,7 @@ class ComfyAdapter:
         return plan(request, self.target, self.options, self._seeds())
 
     async def submit(
-        self, session: aiohttp.ClientSession, submission: Submission, callback: Callback
+        self, session: HttpClient, submission: Submission, callback: Callback
     ) -> ProviderResult:
         graph = submission.body.get("prompt")
         if not isinstance(graph, dict):
@@ -82,7 +81,7 @@ class ComfyAdapter:
     def parse_webhook(self, body: bytes) -> ProviderResult:
         raise ProviderBadAnswer("comfyui sends no webhooks; its results are polled")
 
-    async def poll(self, session: aiohttp.ClientSession, provider_id: str) -> ProviderResult:
+    async def poll(self, session: HttpClient, provider_id: str) -> ProviderResult:
         result = await self._history(session, provider_id)
         if result is not None:
             return result
@@ -101,7 +100,7 @@ class ComfyAdapter:
             error_message="the server knows no such prompt (restarted or history cleared)",
         )
 
-    async def probe(self, session: aiohttp.ClientSession) -> Probe:
+    async def probe(self, session: HttpClient) -> Probe:
         try:
             _, stats = await self._call(session, "GET", "system_stats", self.options.poll_timeout)
             detail = _device(stats)
@@ -110,16 +109,14 @@ class ComfyAdapter:
         except ProviderError as exc:
             return Probe(healthy=False, detail=exc.message)
 
-    async def _history(
-        self, session: aiohttp.ClientSession, prompt_id: str
-    ) -> ProviderResult | None:
+    async def _history(self, session: HttpClient, prompt_id: str) -> ProviderResult | None:
         path = f"history/{quote(prompt_id, safe='')}"
         _, data = await self._call(session, "GET", path, self.options.poll_timeout)
         return answers.read_history(data, prompt_id, self._base)
 
     async def _call(
         self,
-        session: aiohttp.ClientSession,
+        session: HttpClient,
         method: str,
         path: str,
         timeout: float,

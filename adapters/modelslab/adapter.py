@@ -5,7 +5,6 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any, ClassVar
 
-import aiohttp
 import orjson
 
 from adapters.base import (
@@ -23,6 +22,7 @@ from adapters.base import (
 )
 from adapters.errors import ProviderBadAnswer, ProviderError
 from adapters.http import call_json
+from adapters.httpclient import HttpClient
 from adapters.modelslab import answers
 from adapters.modelslab.convert import ModelsLabOptions, plan
 from adapters.normalized import GenerationRequest
@@ -46,7 +46,7 @@ class ModelsLabAdapter:
         return plan(request, self.target, self.options)
 
     async def submit(
-        self, session: aiohttp.ClientSession, submission: Submission, callback: Callback
+        self, session: HttpClient, submission: Submission, callback: Callback
     ) -> ProviderResult:
         body = {
             **submission.body,
@@ -70,7 +70,7 @@ class ModelsLabAdapter:
             raise ProviderBadAnswer(f"webhook body is not JSON ({exc.msg})") from exc
         return answers.read_result(data)
 
-    async def poll(self, session: aiohttp.ClientSession, provider_id: str) -> ProviderResult:
+    async def poll(self, session: HttpClient, provider_id: str) -> ProviderResult:
         body = {"key": self._key, "request_id": provider_id}
         _, data = await self._call(session, f"fetch/{provider_id}", body, self.options.poll_timeout)
         result = answers.read_result(data)
@@ -80,7 +80,7 @@ class ModelsLabAdapter:
             return replace(result, error_code="provider_lost")
         return result
 
-    async def probe(self, session: aiohttp.ClientSession) -> Probe:
+    async def probe(self, session: HttpClient) -> Probe:
         try:
             if self.options.enterprise:
                 return await self._system_details(session)
@@ -94,7 +94,7 @@ class ModelsLabAdapter:
         except ProviderError as exc:
             return Probe(healthy=False, detail=exc.message)
 
-    async def _system_details(self, session: aiohttp.ClientSession) -> Probe:
+    async def _system_details(self, session: HttpClient) -> Probe:
         _, data = await self._call(
             session, "system_details", {"key": self._key}, self.options.poll_timeout
         )
@@ -113,7 +113,7 @@ class ModelsLabAdapter:
         )
 
     async def _call(
-        self, session: aiohttp.ClientSession, path: str, body: dict[str, Any], timeout: float
+        self, session: HttpClient, path: str, body: dict[str, Any], timeout: float
     ) -> tuple[int, Any]:
         return await call_json(
             session,

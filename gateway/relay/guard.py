@@ -20,7 +20,6 @@ import re
 import socket
 import time
 from collections.abc import Sequence
-from typing import Any
 from urllib.parse import urlsplit
 
 from aiohttp.abc import AbstractResolver, ResolveResult
@@ -224,15 +223,3 @@ class GuardedResolver(AbstractResolver):
 
     async def close(self) -> None:
         await self._inner.close()
-
-
-def describe(exc: BaseException) -> str:
-    """Find a guard refusal inside aiohttp's wrapping exceptions."""
-    seen: set[int] = set()
-    current: Any = exc
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
-        if isinstance(current, Refused):
-            return str(current)
-        current = current.__cause__ or current.__context__ or getattr(current, "os_error", None)
-    return ""

@@ -6,12 +6,13 @@ import time
 from dataclasses import dataclass
 from enum import StrEnum
 
-import aiohttp
-
 from adapters.http import without_frames
+from adapters.httpclient import HttpClient
 from gateway.jobs.model import DeliveryAttempt, utcnow
 from gateway.relay import signing
-from gateway.relay.guard import OutboundGuard, Refused, describe
+from gateway.relay.guard import OutboundGuard, Refused
+
+DRAIN_BYTES = 4096
 
 
 class Verdict(StrEnum):
@@ -29,12 +30,10 @@ class Sent:
 
 
 class Sender:
-    def __init__(
-        self, session: aiohttp.ClientSession, guard: OutboundGuard, timeout: float
-    ) -> None:
+    def __init__(self, session: HttpClient, guard: OutboundGuard, timeout: float) -> None:
         self._session = session
         self._guard = guard
-        self._timeout = aiohttp.ClientTimeout(total=timeout)
+        self._timeout = timeout
 
     async def send(self, url: str, key: bytes, msg_id: str, body: bytes) -> Sent:
         started = time.perf_counter()
@@ -49,26 +48,24 @@ class Sender:
         try:
             self._guard.check_url(url)
             headers = signing.headers(key, msg_id, int(time.time()), body)
-            async with self._session.post(
-                url, data=body, headers=headers, timeout=self._timeout, allow_redirects=False
-            ) as resp:
-                await resp.content.read(4096)  # drain a little; the body is not ours to keep
-                status = resp.status
-                retry_after = _seconds(resp.headers.get("Retry-After"))
+            # Only the status counts: the first bytes of the body are read, the rest dropped.
+            answer = await self._session.request(
+                "POST", url, body=body, headers=headers, timeout=self._timeout,
+                limit=DRAIN_BYTES, truncate=True,
+            )  # fmt: skip
         except Refused as exc:
             return Sent(Verdict.REFUSED, attempt(Verdict.REFUSED, None, str(exc)))
         except TimeoutError as exc:
             without_frames(exc)
-            detail = f"no answer within {self._timeout.total:g}s"
+            detail = f"no answer within {self._timeout:g}s"
             return Sent(Verdict.RETRY, attempt(Verdict.RETRY, None, detail))
-        except aiohttp.ClientError as exc:
-            without_frames(exc)  # a client endpoint that is down fails every attempt
-            refused = describe(exc)
-            if refused:
-                return Sent(Verdict.REFUSED, attempt(Verdict.REFUSED, None, refused))
+        except (OSError, ValueError) as exc:  # no answer (a client endpoint that is down
+            without_frames(exc)  # fails every attempt), or a URL the client cannot send to
             return Sent(
                 Verdict.RETRY, attempt(Verdict.RETRY, None, f"{type(exc).__name__}: {exc}"[:300])
             )
+        status = answer.status
+        retry_after = _seconds(answer.headers.get("retry-after"))
         if 200 <= status < 300:
             return Sent(Verdict.DELIVERED, attempt(Verdict.DELIVERED, status, None))
         if status == 410:

@@ -14,10 +14,9 @@ from __future__ import annotations
 import asyncio
 import time
 
-import aiohttp
-
 from adapters.base import Callback, ResultState, TuneResult
 from adapters.errors import ProviderError, ProviderMaybeAccepted
+from adapters.httpclient import HttpClient
 from adapters.normalized_tune import TuneRequest
 from gateway.config import Settings
 from gateway.jobs.model import Attempt, utcnow
@@ -46,7 +45,7 @@ class TuneDispatcher:
         placement: Placement,
         updater: TuneUpdater,
         router: Router,
-        session: aiohttp.ClientSession,
+        session: HttpClient,
         metrics: Metrics,
     ) -> None:
         self._settings = settings

@@ -12,10 +12,9 @@ import asyncio
 import time
 from collections.abc import Mapping
 
-import aiohttp
-
 from adapters.base import trainer_of
 from adapters.errors import ProviderError
+from adapters.httpclient import HttpClient
 from gateway.background import Background
 from gateway.jobs.model import utcnow
 from gateway.store.jobs import PollChange
@@ -42,7 +41,7 @@ class TunePoller:
         updater: TuneUpdater,
         dispatcher: TuneDispatcher,
         backends: Mapping[str, Backend],
-        session: aiohttp.ClientSession,
+        session: HttpClient,
         metrics: Metrics,
         background: Background,
         lease: float,

@@ -5,8 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-import aiohttp
-
+from adapters.httpclient import HttpClient
 from gateway.background import Background
 from gateway.config import Settings
 from gateway.store.connect import Store
@@ -41,7 +40,7 @@ def build_tunes(
     backends: Mapping[str, Backend],
     eligibility: Eligibility,
     router: Router,
-    session: aiohttp.ClientSession,
+    session: HttpClient,
     metrics: Metrics,
     background: Background,
 ) -> Tunes:

@@ -35,6 +35,7 @@ from adapters.errors import (
     ProviderTimeout,
     Unsupported,
 )
+from adapters.httpclient import HttpClient
 from adapters.normalized import (
     AspectRatio,
     ColorGrading,
@@ -447,7 +448,8 @@ class Sim:
     server: TestServer
     base: str
     adapter: Adapter
-    session: aiohttp.ClientSession
+    session: aiohttp.ClientSession  # for the simulator's own endpoints
+    http: HttpClient  # for the adapter
 
     async def configure(self, **changes: Any) -> None:
         async with self.session.post(f"{self.base}/_sim/config", json=changes) as resp:
@@ -481,7 +483,7 @@ async def hooks() -> AsyncIterator[Hooks]:
 
 
 @pytest.fixture
-async def start_sim(session: aiohttp.ClientSession) -> AsyncIterator[StartSim]:
+async def start_sim(session: aiohttp.ClientSession, http: HttpClient) -> AsyncIterator[StartSim]:
     servers: list[TestServer] = []
 
     async def start(
@@ -492,7 +494,7 @@ async def start_sim(session: aiohttp.ClientSession) -> AsyncIterator[StartSim]:
         await server.start_server()
         servers.append(server)
         base = f"http://127.0.0.1:{server.port}{FACTORY.simulator_base_path(sim_settings)}"
-        return Sim(server, base, make(options, base, key), session)
+        return Sim(server, base, make(options, base, key), session, http)
 
     yield start
     for server in servers:
@@ -508,14 +510,14 @@ def submission(**request: Any) -> Submission:
 
 
 async def test_submit_callback_poll_and_probe(
-    start_sim: StartSim, hooks: Hooks, session: aiohttp.ClientSession
+    http: HttpClient, start_sim: StartSim, hooks: Hooks, session: aiohttp.ClientSession
 ) -> None:
     sim = await start_sim()
     enhance = {"super_resolution": True, "hires_fix": True}
     sub = submission(
         prompt="a cat", num_images=2, width=256, height=256, scheduler="euler_a", enhance=enhance
     )
-    accepted = await sim.adapter.submit(session, sub, callback(hooks))
+    accepted = await sim.adapter.submit(http, sub, callback(hooks))
     assert accepted.state in (ResultState.PENDING, ResultState.PROCESSING)
     assert accepted.provider_id is not None
     assert split_provider_id(accepted.provider_id)[0] == MODELS["default"]
@@ -529,20 +531,20 @@ async def test_submit_callback_poll_and_probe(
     assert echoed["callback"] == callback(hooks).url
     assert echoed["hires_fix"] is True
     assert echoed["scheduler"] == "euler_a"
-    polled = await sim.adapter.poll(session, accepted.provider_id)
+    polled = await sim.adapter.poll(http, accepted.provider_id)
     assert polled == done
     async with session.get(done.images[0]) as resp:
         assert resp.status == 200
-    probe = await sim.adapter.probe(session)
+    probe = await sim.adapter.probe(http)
     assert probe.healthy, probe.detail
 
 
 async def test_data_uri_images_go_as_multipart_files(
-    start_sim: StartSim, hooks: Hooks, session: aiohttp.ClientSession
+    http: HttpClient, start_sim: StartSim, hooks: Hooks
 ) -> None:
     sim = await start_sim()
     sub = submission(prompt="a hat", init_image=DATA, mask_image=DATA_MASK, strength=0.4)
-    accepted = await sim.adapter.submit(session, sub, callback(hooks))
+    accepted = await sim.adapter.submit(http, sub, callback(hooks))
     assert accepted.provider_id is not None
     await eventually(lambda: len(hooks.bodies) == 1, timeout=5)
     echoed = orjson.loads(hooks.bodies[0])["prompt"]
@@ -553,47 +555,47 @@ async def test_data_uri_images_go_as_multipart_files(
 
 
 async def test_queue_follows_concurrency_and_reports_progress(
-    start_sim: StartSim, hooks: Hooks, session: aiohttp.ClientSession
+    http: HttpClient, start_sim: StartSim, hooks: Hooks
 ) -> None:
     sim = await start_sim(speed=0.6, concurrency=1)
     sub = submission(prompt="x")
-    first = await sim.adapter.submit(session, sub, callback(hooks, 1))
-    second = await sim.adapter.submit(session, sub, callback(hooks, 2))
+    first = await sim.adapter.submit(http, sub, callback(hooks, 1))
+    second = await sim.adapter.submit(http, sub, callback(hooks, 2))
     first_id, second_id = first.provider_id, second.provider_id
     assert first_id is not None
     assert second_id is not None
     await eventually(lambda: _has_state(sim, first_id, ResultState.PROCESSING), timeout=1)
-    assert (await sim.adapter.poll(session, second_id)).state is ResultState.PENDING
+    assert (await sim.adapter.poll(http, second_id)).state is ResultState.PENDING
     await eventually(lambda: len(hooks.bodies) == 2, timeout=5)
     assert (await sim.stats())["max_active"] == 1
 
 
 async def _has_state(sim: Sim, provider_id: str, state: ResultState) -> bool:
-    return (await sim.adapter.poll(sim.session, provider_id)).state is state
+    return (await sim.adapter.poll(sim.http, provider_id)).state is state
 
 
 async def test_generation_failure_sets_user_error(
-    start_sim: StartSim, hooks: Hooks, session: aiohttp.ClientSession
+    http: HttpClient, start_sim: StartSim, hooks: Hooks
 ) -> None:
     sim = await start_sim(generation_fail_rate=1.0)
-    accepted = await sim.adapter.submit(session, submission(prompt="x"), callback(hooks))
+    accepted = await sim.adapter.submit(http, submission(prompt="x"), callback(hooks))
     await eventually(lambda: len(hooks.bodies) == 1, timeout=5)
     failed = sim.adapter.parse_webhook(hooks.bodies[0])
     assert failed.state is ResultState.FAILED
     assert failed.error_message == "simulated generation failure"
     assert accepted.provider_id is not None
-    assert (await sim.adapter.poll(session, accepted.provider_id)) == failed
+    assert (await sim.adapter.poll(http, accepted.provider_id)) == failed
 
 
 async def test_duplicate_and_dropped_callbacks(
-    start_sim: StartSim, hooks: Hooks, session: aiohttp.ClientSession
+    http: HttpClient, start_sim: StartSim, hooks: Hooks
 ) -> None:
     sim = await start_sim(duplicate_webhook_rate=1.0)
-    await sim.adapter.submit(session, submission(prompt="x"), callback(hooks))
+    await sim.adapter.submit(http, submission(prompt="x"), callback(hooks))
     await eventually(lambda: len(hooks.bodies) == 2, timeout=5)
     assert hooks.bodies[0] == hooks.bodies[1]
     await sim.configure(duplicate_webhook_rate=0.0, drop_webhook_rate=1.0)
-    dropped = await sim.adapter.submit(session, submission(prompt="y"), callback(hooks, 1))
+    dropped = await sim.adapter.submit(http, submission(prompt="y"), callback(hooks, 1))
     pid = dropped.provider_id
     assert pid is not None
     # No callback comes; polling is the fallback.
@@ -602,7 +604,7 @@ async def test_duplicate_and_dropped_callbacks(
 
 
 async def test_invalid_prompts_are_rejected_with_422(
-    start_sim: StartSim, hooks: Hooks, session: aiohttp.ClientSession
+    http: HttpClient, start_sim: StartSim, hooks: Hooks
 ) -> None:
     sim = await start_sim()
     endpoint = f"tunes/{MODELS['default']}/prompts"
@@ -614,7 +616,7 @@ async def test_invalid_prompts_are_rejected_with_422(
          "mask_image_url"),
     ):  # fmt: skip
         with pytest.raises(ProviderRejected) as rejected:
-            await sim.adapter.submit(session, Submission(endpoint, body, 1), callback(hooks))
+            await sim.adapter.submit(http, Submission(endpoint, body, 1), callback(hooks))
         assert "HTTP 422" in rejected.value.message
         assert field_name in rejected.value.message
         assert not rejected.value.retryable
@@ -622,39 +624,39 @@ async def test_invalid_prompts_are_rejected_with_422(
 
 
 async def test_wrong_key_is_auth_failure_and_never_leaks(
-    start_sim: StartSim, hooks: Hooks, session: aiohttp.ClientSession
+    http: HttpClient, start_sim: StartSim, hooks: Hooks
 ) -> None:
     sim = await start_sim(key="wrong-secret-key")
     with pytest.raises(ProviderAuthFailed) as refused:
-        await sim.adapter.submit(session, submission(prompt="x"), callback(hooks))
+        await sim.adapter.submit(http, submission(prompt="x"), callback(hooks))
     assert "wrong-secret-key" not in str(refused.value)
     with pytest.raises(ProviderAuthFailed):
-        await sim.adapter.poll(session, f"{MODELS['default']}/1")
-    probe = await sim.adapter.probe(session)
+        await sim.adapter.poll(http, f"{MODELS['default']}/1")
+    probe = await sim.adapter.probe(http)
     assert not probe.healthy
     assert "401" in probe.detail
     assert "wrong-secret-key" not in probe.detail
 
 
 async def test_rate_limit_carries_retry_after(
-    start_sim: StartSim, hooks: Hooks, session: aiohttp.ClientSession
+    http: HttpClient, start_sim: StartSim, hooks: Hooks
 ) -> None:
     sim = await start_sim(rate_limit_rate=1.0, retry_after=2.5)
     with pytest.raises(ProviderRateLimited) as limited:
-        await sim.adapter.submit(session, submission(prompt="x"), callback(hooks))
+        await sim.adapter.submit(http, submission(prompt="x"), callback(hooks))
     assert limited.value.retry_after == 2.5
     assert limited.value.retryable
 
 
 async def test_server_errors_cycle_and_504_is_maybe_accepted(
-    start_sim: StartSim, hooks: Hooks, session: aiohttp.ClientSession
+    http: HttpClient, start_sim: StartSim, hooks: Hooks
 ) -> None:
     sim = await start_sim()
     await sim.configure(fail_rate=1.0)
     outcomes: list[type[Exception]] = []
     for n in range(len(SERVER_ERROR_CYCLE)):
         with pytest.raises((ProviderServerError, ProviderMaybeAccepted)) as failed:
-            await sim.adapter.submit(session, submission(prompt="x"), callback(hooks, n))
+            await sim.adapter.submit(http, submission(prompt="x"), callback(hooks, n))
         outcomes.append(type(failed.value))
         assert f"HTTP {SERVER_ERROR_CYCLE[n]}" in failed.value.message
     expected = [
@@ -673,39 +675,39 @@ async def test_server_errors_cycle_and_504_is_maybe_accepted(
 
 
 async def test_malformed_answer_is_bad_answer(
-    start_sim: StartSim, hooks: Hooks, session: aiohttp.ClientSession
+    http: HttpClient, start_sim: StartSim, hooks: Hooks
 ) -> None:
     sim = await start_sim(malformed_rate=1.0)
     with pytest.raises(ProviderBadAnswer):
-        await sim.adapter.submit(session, submission(prompt="x"), callback(hooks))
+        await sim.adapter.submit(http, submission(prompt="x"), callback(hooks))
 
 
 async def test_hanging_provider_times_out(
-    start_sim: StartSim, hooks: Hooks, session: aiohttp.ClientSession
+    http: HttpClient, start_sim: StartSim, hooks: Hooks
 ) -> None:
     sim = await start_sim(options={"timeout": 0.2}, timeout_rate=1.0)
     with pytest.raises(ProviderTimeout):
-        await sim.adapter.submit(session, submission(prompt="x"), callback(hooks))
+        await sim.adapter.submit(http, submission(prompt="x"), callback(hooks))
 
 
-async def test_unknown_prompt_and_tune(start_sim: StartSim, session: aiohttp.ClientSession) -> None:
+async def test_unknown_prompt_and_tune(http: HttpClient, start_sim: StartSim) -> None:
     sim = await start_sim()
     with pytest.raises(ProviderRejected, match="404"):
-        await sim.adapter.poll(session, f"{MODELS['default']}/999")
+        await sim.adapter.poll(http, f"{MODELS['default']}/999")
     with pytest.raises(ProviderBadAnswer):
-        await sim.adapter.poll(session, "999")
+        await sim.adapter.poll(http, "999")
     no_models = FACTORY.create(Target("a", sim.base, SecretStr("sim-key"), {}))
-    assert (await no_models.probe(session)).healthy
+    assert (await no_models.probe(http)).healthy
     bad_tune = FACTORY.create(Target("a", sim.base, SecretStr("sim-key"), {"x": "nope"}))
-    assert not (await bad_tune.probe(session)).healthy
+    assert not (await bad_tune.probe(http)).healthy
 
 
-async def test_probe_reports_a_dead_backend(session: aiohttp.ClientSession) -> None:
+async def test_probe_reports_a_dead_backend(http: HttpClient) -> None:
     server = TestServer(web.Application(), host="127.0.0.1")
     await server.start_server()
     base = f"http://127.0.0.1:{server.port}"
     await server.close()
-    probe = await make(base=base).probe(session)
+    probe = await make(base=base).probe(http)
     assert not probe.healthy
 
 

@@ -18,6 +18,7 @@ from adapters.astria import FACTORY
 from adapters.astria.training import read_tune
 from adapters.base import Callback, ResultState, SimulatorSettings, Target, Trainer, trainer_of
 from adapters.errors import ProviderBadAnswer, ProviderRejected, Unsupported
+from adapters.httpclient import HttpClient
 from adapters.normalized_tune import TuneRequest
 from adapters.simkit.routes import PNG
 from tests.contract.golden import check_golden
@@ -106,7 +107,7 @@ async def sim() -> AsyncIterator[tuple[str, aiohttp.ClientSession]]:
 
 @pytest.mark.parametrize("case", sorted(CASES))
 async def test_tune_conversion_matches_golden_and_simulator_accepts(
-    case: str, sim: tuple[str, aiohttp.ClientSession]
+    http: HttpClient, case: str, sim: tuple[str, aiohttp.ClientSession]
 ) -> None:
     base, session = sim
     plan = trainer(base).plan_tune(request_of(CASES[case]))
@@ -119,7 +120,7 @@ async def test_tune_conversion_matches_golden_and_simulator_accepts(
     }
     check_golden("astria_tunes", case, document)
     callback = Callback("https://gateway.example/webhooks/astria-1/tune_x.0?token=t", "tune_x.0")
-    accepted = await trainer(base).submit_tune(session, plan, callback)
+    accepted = await trainer(base).submit_tune(http, plan, callback)
     assert accepted.state in (ResultState.PENDING, ResultState.PROCESSING)
     assert accepted.token == plan.token
     async with session.get(f"{base}/_sim/tunes") as resp:
@@ -134,8 +135,10 @@ def test_base_model_without_a_mapping_is_unsupported() -> None:
     assert "base_model" in info.value.reasons
 
 
-async def test_training_calls_back_and_polls(sim: tuple[str, aiohttp.ClientSession]) -> None:
-    base, session = sim
+async def test_training_calls_back_and_polls(
+    http: HttpClient, sim: tuple[str, aiohttp.ClientSession]
+) -> None:
+    base, _ = sim
     bodies: list[bytes] = []
 
     async def hook(request: web.Request) -> web.Response:
@@ -151,7 +154,7 @@ async def test_training_calls_back_and_polls(sim: tuple[str, aiohttp.ClientSessi
             request_of({"name": "man", "branch": "fast", "images": URLS})
         )
         url = f"http://127.0.0.1:{server.port}/hook"
-        accepted = await trainer(base).submit_tune(session, plan, Callback(url, "t.0"))
+        accepted = await trainer(base).submit_tune(http, plan, Callback(url, "t.0"))
         assert accepted.eta is not None
         await eventually(lambda: len(bodies) == 1, timeout=5)
     finally:
@@ -163,12 +166,12 @@ async def test_training_calls_back_and_polls(sim: tuple[str, aiohttp.ClientSessi
     assert done.expires_at is not None
     assert done.expires_at > done.trained_at
     assert accepted.provider_id is not None
-    assert await trainer(base).poll_tune(session, accepted.provider_id) == done
+    assert await trainer(base).poll_tune(http, accepted.provider_id) == done
     # The same title again is the same tune (Astria's idempotency by title).
-    again = await trainer(base).submit_tune(session, plan, Callback(url, "t.1"))
+    again = await trainer(base).submit_tune(http, plan, Callback(url, "t.1"))
     assert again.provider_id == accepted.provider_id
-    await trainer(base).delete_tune(session, accepted.provider_id)
-    await trainer(base).delete_tune(session, accepted.provider_id)  # gone already: fine
+    await trainer(base).delete_tune(http, accepted.provider_id)
+    await trainer(base).delete_tune(http, accepted.provider_id)  # gone already: fine
 
 
 @pytest.mark.parametrize(
@@ -194,12 +197,14 @@ async def test_simulator_refuses_what_the_seed_refuses(
         assert field in await resp.json()
 
 
-async def test_a_refused_tune_is_a_rejection(sim: tuple[str, aiohttp.ClientSession]) -> None:
-    base, session = sim
+async def test_a_refused_tune_is_a_rejection(
+    http: HttpClient, sim: tuple[str, aiohttp.ClientSession]
+) -> None:
+    base, _ = sim
     plan = trainer(base).plan_tune(request_of({"name": "man", "images": URLS}))
     plan.fields["branch"] = "sd3"  # what a future adapter bug would send
     with pytest.raises(ProviderRejected, match="branch"):
-        await trainer(base).submit_tune(session, plan, Callback("https://g/x", "x.0"))
+        await trainer(base).submit_tune(http, plan, Callback("https://g/x", "x.0"))
 
 
 @pytest.mark.parametrize(

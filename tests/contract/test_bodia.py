@@ -27,6 +27,7 @@ from adapters.errors import (
     ProviderTimeout,
     Unsupported,
 )
+from adapters.httpclient import HttpClient
 from adapters.normalized import AspectRatio, GenerationRequest
 from tests.contract.golden import check_golden, plan_document
 
@@ -418,11 +419,11 @@ async def configure(session: aiohttp.ClientSession, base: str, **changes: Any) -
 
 
 async def until_final(
-    adapter: Any, session: aiohttp.ClientSession, pid: str, limit: float = 10.0
+    adapter: Any, http: HttpClient, pid: str, limit: float = 10.0
 ) -> ProviderResult:
     deadline = time.monotonic() + limit
     while time.monotonic() < deadline:
-        result: ProviderResult = await adapter.poll(session, pid)
+        result: ProviderResult = await adapter.poll(http, pid)
         if result.state.final:
             return result
         assert result.state is ResultState.PROCESSING
@@ -431,20 +432,20 @@ async def until_final(
 
 
 async def test_submit_then_poll_until_succeeded(
-    bodia: Start, session: aiohttp.ClientSession
+    http: HttpClient, bodia: Start, session: aiohttp.ClientSession
 ) -> None:
     base = await bodia()
     adapter = FACTORY.create(target(base))
     request, _ = CASES["doc_example"]
     plan = adapter.plan(GenerationRequest.model_validate(request))
-    accepted = await adapter.submit(session, plan.submissions[0], CALLBACK)
+    accepted = await adapter.submit(http, plan.submissions[0], CALLBACK)
     assert accepted.state is ResultState.PENDING
     assert accepted.provider_id is not None
     finetune, prompt_id = split_provider_id(accepted.provider_id)
     assert finetune == "ft-690204"
     assert len(prompt_id) == 24
 
-    done = await until_final(adapter, session, accepted.provider_id)
+    done = await until_final(adapter, http, accepted.provider_id)
     assert done.state is ResultState.SUCCEEDED
     assert done.provider_id == accepted.provider_id
     assert len(done.images) == 1
@@ -464,99 +465,97 @@ async def test_submit_then_poll_until_succeeded(
 
 
 async def test_a_split_submits_one_prompt_per_part(
-    bodia: Start, session: aiohttp.ClientSession
+    http: HttpClient, bodia: Start, session: aiohttp.ClientSession
 ) -> None:
     base = await bodia()
     adapter = FACTORY.create(target(base))
     plan = adapter.plan(GenerationRequest(prompt="x", num_images=3, model="team", seed=5))
-    results = [await adapter.submit(session, s, CALLBACK) for s in plan.submissions]
+    results = [await adapter.submit(http, s, CALLBACK) for s in plan.submissions]
     ids = {r.provider_id for r in results}
     assert len(ids) == 3
     for pid in ids:
         assert pid is not None
         assert pid.startswith("team%2Fft%207/")
-        assert (await until_final(adapter, session, pid)).state is ResultState.SUCCEEDED
+        assert (await until_final(adapter, http, pid)).state is ResultState.SUCCEEDED
     listing = f"{base}/{endpoint_for('team/ft 7')}"
     async with session.get(listing, headers={"Authorization": f"Bearer {KEY}"}) as resp:
         assert sorted(p["seed"] for p in await resp.json()) == [5, 6, 7]
 
 
-async def test_generation_failure_is_a_failed_result(
-    bodia: Start, session: aiohttp.ClientSession
-) -> None:
+async def test_generation_failure_is_a_failed_result(http: HttpClient, bodia: Start) -> None:
     base = await bodia(generation_fail_rate=1.0)
     adapter = FACTORY.create(target(base))
     plan = adapter.plan(GenerationRequest(prompt="x", steps=5))
-    accepted = await adapter.submit(session, plan.submissions[0], CALLBACK)
+    accepted = await adapter.submit(http, plan.submissions[0], CALLBACK)
     assert accepted.provider_id is not None
-    failed = await until_final(adapter, session, accepted.provider_id)
+    failed = await until_final(adapter, http, accepted.provider_id)
     assert failed.state is ResultState.FAILED
     assert failed.error_message == "simulated generation failure"
     assert failed.images == ()
 
 
 async def test_probe_is_a_cheap_authenticated_listing(
-    bodia: Start, session: aiohttp.ClientSession
+    http: HttpClient, bodia: Start, session: aiohttp.ClientSession
 ) -> None:
     base = await bodia()
-    healthy = await FACTORY.create(target(base)).probe(session)
+    healthy = await FACTORY.create(target(base)).probe(http)
     assert healthy.healthy
     assert healthy.queue_depth is None
     async with session.get(f"{base}/_sim/stats") as resp:
         assert (await resp.json())["submitted"] == 0  # never a generation
 
-    wrong_key = await FACTORY.create(target(base, api_key=SecretStr("sk-wrong-0002"))).probe(
-        session
-    )
+    wrong_key = await FACTORY.create(target(base, api_key=SecretStr("sk-wrong-0002"))).probe(http)
     assert not wrong_key.healthy
     assert "401" in wrong_key.detail
     assert "sk-wrong-0002" not in wrong_key.detail
-    missing = await FACTORY.create(target(base, models={"default": "missing-ft"})).probe(session)
+    missing = await FACTORY.create(target(base, models={"default": "missing-ft"})).probe(http)
     assert not missing.healthy
     assert "missing-ft not found" in missing.detail
-    no_models = await FACTORY.create(target(base, models={})).probe(session)
+    no_models = await FACTORY.create(target(base, models={})).probe(http)
     assert not no_models.healthy
 
 
 async def test_probe_of_an_unreachable_backend_is_unhealthy(
-    session: aiohttp.ClientSession,
+    http: HttpClient,
 ) -> None:
     server = TestServer(FACTORY.simulator(SimulatorSettings()), host="127.0.0.1")
     await server.start_server()
     base = f"http://127.0.0.1:{server.port}"
     await server.close()
-    probe = await FACTORY.create(target(base)).probe(session)
+    probe = await FACTORY.create(target(base)).probe(http)
     assert not probe.healthy
     assert "cannot reach" in probe.detail
 
 
 async def test_a_body_bodia_refuses_is_rejected_with_its_reason(
-    bodia: Start, session: aiohttp.ClientSession
+    http: HttpClient, bodia: Start
 ) -> None:
     adapter = FACTORY.create(target(await bodia()))
     invalid = adapter.plan(GenerationRequest(prompt="x")).submissions[0]
     invalid = type(invalid)(invalid.endpoint, {**invalid.body, "cfg": 50}, 1)
     with pytest.raises(ProviderRejected, match="cfg must be between 1 and 20") as refused:
-        await adapter.submit(session, invalid, CALLBACK)
+        await adapter.submit(http, invalid, CALLBACK)
     assert "422" in refused.value.message
     assert not refused.value.retryable
 
 
-async def test_status_mapping_of_submit(bodia: Start, session: aiohttp.ClientSession) -> None:
+async def test_status_mapping_of_submit(
+    http: HttpClient, bodia: Start, session: aiohttp.ClientSession
+) -> None:
     base = await bodia()
     adapter = FACTORY.create(target(base))
     submission = adapter.plan(GenerationRequest(prompt="x")).submissions[0]
 
     await configure(session, base, rate_limit_rate=1.0, retry_after=7)
     with pytest.raises(ProviderRateLimited) as limited:
-        await adapter.submit(session, submission, CALLBACK)
+        await adapter.submit(http, submission, CALLBACK)
     assert limited.value.retry_after == 7
 
     await configure(session, base, rate_limit_rate=0.0, fail_rate=1.0)
     statuses = set()
     for _ in range(12):
         with pytest.raises(ProviderServerError) as failed:
-            await adapter.submit(session, submission, CALLBACK)
+            await adapter.submit(http, submission, CALLBACK)
         statuses.add(failed.value.message[:8])
     assert statuses == {"HTTP 500", "HTTP 503"}
 
@@ -564,63 +563,59 @@ async def test_status_mapping_of_submit(bodia: Start, session: aiohttp.ClientSes
     shapes = set()
     for _ in range(12):
         with pytest.raises(ProviderBadAnswer) as garbled:
-            await adapter.submit(session, submission, CALLBACK)
+            await adapter.submit(http, submission, CALLBACK)
         shapes.add("not JSON" if "not JSON" in garbled.value.message else "wrong type")
     assert shapes == {"not JSON", "wrong type"}
 
     await configure(session, base, malformed_rate=0.0)
-    assert (await adapter.submit(session, submission, CALLBACK)).state is ResultState.PENDING
+    assert (await adapter.submit(http, submission, CALLBACK)).state is ResultState.PENDING
 
 
-async def test_wrong_key_is_an_auth_failure_without_the_key(
-    bodia: Start, session: aiohttp.ClientSession
-) -> None:
+async def test_wrong_key_is_an_auth_failure_without_the_key(http: HttpClient, bodia: Start) -> None:
     base = await bodia()
     adapter = FACTORY.create(target(base, api_key=SecretStr("sk-wrong-key-9999")))
     submission = adapter.plan(GenerationRequest(prompt="x")).submissions[0]
     with pytest.raises(ProviderAuthFailed) as refused:
-        await adapter.submit(session, submission, CALLBACK)
+        await adapter.submit(http, submission, CALLBACK)
     assert "401" in refused.value.message
     assert "sk-wrong-key-9999" not in str(refused.value)
     assert refused.value.retryable  # the backend's fault: another key may take it
 
 
-async def test_a_missing_finetune_fails_over_clearly(
-    bodia: Start, session: aiohttp.ClientSession
-) -> None:
+async def test_a_missing_finetune_fails_over_clearly(http: HttpClient, bodia: Start) -> None:
     base = await bodia()
     adapter = FACTORY.create(target(base, models={"default": "missing-42"}))
     submission = adapter.plan(GenerationRequest(prompt="x")).submissions[0]
     with pytest.raises(ProviderMisconfigured) as refused:
-        await adapter.submit(session, submission, CALLBACK)
+        await adapter.submit(http, submission, CALLBACK)
     assert refused.value.message == "fine-tune missing-42 not found on backend bodia-1 (HTTP 404)"
     assert refused.value.retryable  # another key's account may have it
 
 
-async def test_a_hanging_submit_times_out(bodia: Start, session: aiohttp.ClientSession) -> None:
+async def test_a_hanging_submit_times_out(http: HttpClient, bodia: Start) -> None:
     base = await bodia(timeout_rate=1.0)
     adapter = FACTORY.create(target(base, options={"timeout": 0.3}))
     submission = adapter.plan(GenerationRequest(prompt="x")).submissions[0]
     with pytest.raises(ProviderTimeout):
-        await adapter.submit(session, submission, CALLBACK)
+        await adapter.submit(http, submission, CALLBACK)
 
 
 async def test_polling_a_deleted_or_unknown_prompt_ends_it(
-    bodia: Start, session: aiohttp.ClientSession
+    http: HttpClient, bodia: Start, session: aiohttp.ClientSession
 ) -> None:
     base = await bodia()
     adapter = FACTORY.create(target(base))
     accepted = await adapter.submit(
-        session, adapter.plan(GenerationRequest(prompt="x")).submissions[0], CALLBACK
+        http, adapter.plan(GenerationRequest(prompt="x")).submissions[0], CALLBACK
     )
     assert accepted.provider_id is not None
     finetune, prompt_id = split_provider_id(accepted.provider_id)
     url = f"{base}/{endpoint_for(finetune)}/{prompt_id}"
     async with session.delete(url, headers={"Authorization": f"Bearer {KEY}"}) as resp:
         assert await resp.json() == {"delete": "it has been deleted successfully"}
-    lost = await adapter.poll(session, accepted.provider_id)
+    lost = await adapter.poll(http, accepted.provider_id)
     assert lost.state is ResultState.FAILED
     assert lost.error_code == "provider_lost"
     # The same prompt id under another fine-tune is not that prompt.
-    other = await adapter.poll(session, provider_id("ft-portrait-11", prompt_id))
+    other = await adapter.poll(http, provider_id("ft-portrait-11", prompt_id))
     assert other.error_code == "provider_lost"

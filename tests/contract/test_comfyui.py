@@ -38,6 +38,7 @@ from adapters.errors import (
     ProviderUnavailable,
     Unsupported,
 )
+from adapters.httpclient import HttpClient
 from adapters.normalized import AspectRatio, ControlNetType, GenerationRequest, Scheduler
 from adapters.simkit.routes import PNG
 from tests.contract.golden import check_golden, plan_document
@@ -614,11 +615,9 @@ async def configure(session: aiohttp.ClientSession, server: TestServer, **change
         assert resp.status == 200, await resp.text()
 
 
-async def finish(
-    adapter: ComfyAdapter, session: aiohttp.ClientSession, prompt_id: str
-) -> ProviderResult:
+async def finish(adapter: ComfyAdapter, http: HttpClient, prompt_id: str) -> ProviderResult:
     for _ in range(400):
-        result = await adapter.poll(session, prompt_id)
+        result = await adapter.poll(http, prompt_id)
         if result.state.final:
             return result
         await asyncio.sleep(0.02)
@@ -626,11 +625,11 @@ async def finish(
 
 
 async def submit(
-    adapter: ComfyAdapter, session: aiohttp.ClientSession, request: GenerationRequest, n: int = 0
+    adapter: ComfyAdapter, http: HttpClient, request: GenerationRequest, n: int = 0
 ) -> list[str]:
     ids = []
     for i, submission in enumerate(adapter.plan(request).submissions):
-        result = await adapter.submit(session, submission, Callback("unused", f"gen_x.{n + i}"))
+        result = await adapter.submit(http, submission, Callback("unused", f"gen_x.{n + i}"))
         assert result.state is ResultState.PENDING
         assert result.provider_id
         ids.append(result.provider_id)
@@ -638,7 +637,7 @@ async def submit(
 
 
 async def test_txt2img_and_img2img_round_trip(
-    server: TestServer, session: aiohttp.ClientSession
+    http: HttpClient, server: TestServer, session: aiohttp.ClientSession
 ) -> None:
     adapter = make({"max_batch": 2}, base=origin(server))
     requests = [
@@ -647,8 +646,8 @@ async def test_txt2img_and_img2img_round_trip(
     ]
     images: list[str] = []
     for n, request in enumerate(requests):
-        for prompt_id in await submit(adapter, session, request, n * 10):
-            result = await finish(adapter, session, prompt_id)
+        for prompt_id in await submit(adapter, http, request, n * 10):
+            result = await finish(adapter, http, prompt_id)
             assert result.state is ResultState.SUCCEEDED, result
             assert result.provider_id == prompt_id
             images += result.images
@@ -674,66 +673,60 @@ async def _history(session: aiohttp.ClientSession, server: TestServer) -> dict[s
 
 
 async def test_simulator_accepts_every_golden_case_over_http(
-    server: TestServer, session: aiohttp.ClientSession
+    http: HttpClient, server: TestServer, session: aiohttp.ClientSession
 ) -> None:
     await configure(session, server, speed=0.001)
     for n, case in enumerate(sorted(CASES)):
         request, options = CASES[case]
         adapter = make(options, base=origin(server))
-        await submit(adapter, session, GenerationRequest.model_validate(request), n * 10)
+        await submit(adapter, http, GenerationRequest.model_validate(request), n * 10)
 
 
 async def test_probe_sees_the_queue_grow(
-    server: TestServer, session: aiohttp.ClientSession
+    http: HttpClient, server: TestServer, session: aiohttp.ClientSession
 ) -> None:
     await configure(session, server, speed=30)  # nothing finishes during the test
     adapter = make({}, base=origin(server))
-    probe = await adapter.probe(session)
+    probe = await adapter.probe(http)
     assert probe.healthy
     assert probe.queue_depth == 0
     assert "GiB VRAM free" in probe.detail
     depths, ids = [], []
     for n in range(3):
-        ids += await submit(adapter, session, GenerationRequest(prompt="x"), n)
-        depths.append((await adapter.probe(session)).queue_depth)
+        ids += await submit(adapter, http, GenerationRequest(prompt="x"), n)
+        depths.append((await adapter.probe(http)).queue_depth)
     assert depths == [1, 2, 3]
-    states = [(await adapter.poll(session, i)).state for i in ids]
+    states = [(await adapter.poll(http, i)).state for i in ids]
     assert states == [ResultState.PROCESSING, ResultState.PENDING, ResultState.PENDING]
 
 
 async def test_interrupt_fails_the_running_prompt(
-    server: TestServer, session: aiohttp.ClientSession
+    http: HttpClient, server: TestServer, session: aiohttp.ClientSession
 ) -> None:
     await configure(session, server, speed=0.3)
     adapter = make({}, base=origin(server))
-    [prompt_id] = await submit(
-        adapter, session, GenerationRequest(prompt="x", width=512, height=512)
-    )
-    assert (await adapter.poll(session, prompt_id)).state is ResultState.PROCESSING
+    [prompt_id] = await submit(adapter, http, GenerationRequest(prompt="x", width=512, height=512))
+    assert (await adapter.poll(http, prompt_id)).state is ResultState.PROCESSING
     async with session.post(f"{origin(server)}/interrupt") as resp:
         assert resp.status == 200
-    result = await finish(adapter, session, prompt_id)
+    result = await finish(adapter, http, prompt_id)
     assert result.state is ResultState.FAILED
     assert result.error_message == "generation was interrupted on the server"
 
 
 async def test_generation_failures_come_back_as_failed(
-    server: TestServer, session: aiohttp.ClientSession
+    http: HttpClient, server: TestServer, session: aiohttp.ClientSession
 ) -> None:
     await configure(session, server, generation_fail_rate=1.0)
     adapter = make({}, base=origin(server))
-    [prompt_id] = await submit(
-        adapter, session, GenerationRequest(prompt="x", width=256, height=256)
-    )
-    result = await finish(adapter, session, prompt_id)
+    [prompt_id] = await submit(adapter, http, GenerationRequest(prompt="x", width=256, height=256))
+    result = await finish(adapter, http, prompt_id)
     assert result.state is ResultState.FAILED
     assert result.error_message == "KSampler (node 5): RuntimeError: simulated generation failure"
 
 
-async def test_an_unknown_prompt_is_lost(
-    server: TestServer, session: aiohttp.ClientSession
-) -> None:
-    result = await make({}, base=origin(server)).poll(session, PID)
+async def test_an_unknown_prompt_is_lost(http: HttpClient, server: TestServer) -> None:
+    result = await make({}, base=origin(server)).poll(http, PID)
     assert result.state is ResultState.FAILED
     assert result.error_code == "provider_lost"
 
@@ -748,6 +741,7 @@ async def test_an_unknown_prompt_is_lost(
     ],
 )
 async def test_faults_map_to_provider_errors(
+    http: HttpClient,
     server: TestServer,
     session: aiohttp.ClientSession,
     changes: dict[str, Any],
@@ -757,15 +751,15 @@ async def test_faults_map_to_provider_errors(
     await configure(session, server, **changes)
     adapter = make({"timeout": 0.3}, base=origin(server))
     with pytest.raises(error) as info:
-        await submit(adapter, session, GenerationRequest(prompt="x"))
+        await submit(adapter, http, GenerationRequest(prompt="x"))
     assert info.value.retryable is retryable
     if error is ProviderRateLimited:
         assert info.value.retry_after == 2.5
-    assert (await adapter.probe(session)).healthy  # reads stay reliable
+    assert (await adapter.probe(http)).healthy  # reads stay reliable
 
 
 async def test_invalid_graphs_and_missing_models_are_told_apart(
-    server: TestServer, session: aiohttp.ClientSession
+    http: HttpClient, server: TestServer
 ) -> None:
     adapter = make({}, base=origin(server))
     submission = adapter.plan(GenerationRequest(prompt="x")).submissions[0]
@@ -773,40 +767,38 @@ async def test_invalid_graphs_and_missing_models_are_told_apart(
     graph = submission.body["prompt"]
     bad = {**graph, "5": {**graph["5"], "inputs": {**graph["5"]["inputs"], "sampler_name": "nope"}}}
     with pytest.raises(ProviderRejected) as rejected:
-        await adapter.submit(session, type(submission)("prompt", {"prompt": bad}, 1), callback)
+        await adapter.submit(http, type(submission)("prompt", {"prompt": bad}, 1), callback)
     assert "KSampler (node 5): Value not in list: sampler_name: 'nope'" in rejected.value.message
     # The model map names a checkpoint file this server does not have.
     absent = Target("comfy-a", origin(server), None, {"default": "not-installed"}, {})
     with pytest.raises(ProviderMisconfigured) as lacking:
-        await submit(ComfyAdapter(absent), session, GenerationRequest(prompt="x"))
+        await submit(ComfyAdapter(absent), http, GenerationRequest(prompt="x"))
     assert "ckpt_name: 'not-installed'" in lacking.value.message
 
 
-async def test_credentials_are_sent_and_never_leaked(
-    server: TestServer, session: aiohttp.ClientSession
-) -> None:
+async def test_credentials_are_sent_and_never_leaked(http: HttpClient, server: TestServer) -> None:
     good = make({}, base=origin(server), key="sim-key")
-    [prompt_id] = await submit(good, session, GenerationRequest(prompt="x", width=256, height=256))
-    assert (await finish(good, session, prompt_id)).state is ResultState.SUCCEEDED
+    [prompt_id] = await submit(good, http, GenerationRequest(prompt="x", width=256, height=256))
+    assert (await finish(good, http, prompt_id)).state is ResultState.SUCCEEDED
     wrong = make({}, base=origin(server), key="wrong-secret-key")
     with pytest.raises(ProviderAuthFailed) as refused:
-        await submit(wrong, session, GenerationRequest(prompt="x"))
+        await submit(wrong, http, GenerationRequest(prompt="x"))
     assert "wrong-secret-key" not in refused.value.message
-    probe = await wrong.probe(session)
+    probe = await wrong.probe(http)
     assert not probe.healthy
     assert "wrong-secret-key" not in probe.detail
 
 
-async def test_an_unreachable_server_is_unavailable(session: aiohttp.ClientSession) -> None:
+async def test_an_unreachable_server_is_unavailable(http: HttpClient) -> None:
     sim = TestServer(FACTORY.simulator(SimulatorSettings()), host="127.0.0.1")
     await sim.start_server()
     base = origin(sim)
     await sim.close()
     adapter = make({"timeout": 2, "poll_timeout": 2}, base=base)
-    probe = await adapter.probe(session)
+    probe = await adapter.probe(http)
     assert not probe.healthy
     with pytest.raises(ProviderUnavailable):
-        await submit(adapter, session, GenerationRequest(prompt="x"))
+        await submit(adapter, http, GenerationRequest(prompt="x"))
 
 
 async def test_simulator_uploads_and_views_like_comfyui(
