@@ -26,7 +26,7 @@ from gateway.errors import (
     field_detail,
 )
 from gateway.jobs import transitions
-from gateway.jobs.model import PUBLIC_INCLUDE, Job, JobRecord, JobStatus, utcnow
+from gateway.jobs.model import Job, JobRecord, JobStatus, public_json, utcnow
 from gateway.jobs.updater import Change
 from gateway.store.jobs import Versioned
 from gateway.tunes.generate import TuneUnusable, is_tune_model
@@ -46,9 +46,8 @@ def add_routes(app: web.Application) -> None:
 def job_response(
     job: Job, status: int = 200, headers: dict[str, str] | None = None
 ) -> web.Response:
-    """A job answer; a stored record is answered with its public fields only, dumped
-    straight from it (they come first and in Job's order: see JobRecord.public_data)."""
-    body = job.model_dump_json(include=PUBLIC_INCLUDE).encode()  # bytes: no payload lookup
+    """A job answer; a stored record is answered with its public fields only."""
+    body = public_json(job)
     return web.Response(body=body, status=status, content_type="application/json", headers=headers)
 
 
