@@ -1,13 +1,13 @@
 """The floor: what the gateway's building blocks cost with none of the gateway's logic.
 
 A stand-in service made of the same parts (uvloop, an aiohttp server parsing the JSON body,
-one aiohttp client POST to the mock, five store round trips, a 202 answer) and nothing
-else, run on core 0 like the gateway. Its CPU per request is the budget no Python gateway on
-these parts can beat, so the gateway's own logic is its figure minus this one. Modes add
-one part at a time:
+one POST to the mock through adapters/httpclient.py, five store round trips, a 202 answer)
+and nothing else, run on core 0 like the gateway. Its CPU per request is the budget no
+Python gateway on these parts can beat, so the gateway's own logic is its figure minus
+this one. Modes add one part at a time:
 
 - `server`: parse the body, answer 202;
-- `client`: + one POST to the mock provider;
+- `client`: + one POST to the mock provider (the gateway's client, as adapters use it);
 - `redis-py`: + five EVALSHA through redis-py's asyncio client, one after another, as the
   submit path's five scripts go (rate limit, create, reserve, finish, save);
 - `wire`: the same five through gateway/store/wire.py instead.
@@ -27,13 +27,14 @@ ROUND_TRIPS = 5
 
 
 async def serve(mode: str, port: int, mock_url: str, redis_port: int) -> None:
-    import aiohttp
+    import orjson
     import redis.asyncio as aioredis
     from aiohttp import web
 
+    from adapters.httpclient import HttpClient
     from gateway.store.wire import Wire
 
-    session = aiohttp.ClientSession()
+    http = HttpClient()
     client = aioredis.Redis(port=redis_port)
     sha = await client.script_load(SCRIPT)
     pool = aioredis.ConnectionPool(port=redis_port)
@@ -42,8 +43,12 @@ async def serve(mode: str, port: int, mock_url: str, redis_port: int) -> None:
     async def submit(request: web.Request) -> web.Response:
         body: dict[str, Any] = await request.json()
         if mode != "server":
-            async with session.post(mock_url, json={"key": "k", "prompt": body["prompt"]}) as r:
-                await r.read()
+            payload = orjson.dumps({"key": "k", "prompt": body["prompt"]})
+            headers = {"Content-Type": "application/json"}
+            answer = await http.request(
+                "POST", mock_url, body=payload, headers=headers, timeout=30, limit=1 << 20
+            )
+            orjson.loads(answer.body)
         if mode == "redis-py":
             for _ in range(ROUND_TRIPS):
                 await client.evalsha(sha, 1, "floor", "1")
