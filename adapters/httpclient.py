@@ -31,6 +31,7 @@ from aiohttp.abc import AbstractResolver
 from yarl import URL
 
 IDLE_TIMEOUT = 15.0  # seconds a pooled connection may wait for its next request
+MAX_IDLE = 256  # idle connections kept in all (many receiver hosts must not hold a socket each)
 USER_AGENT = "imagegen-gateway"
 
 
@@ -207,7 +208,8 @@ class HttpClient:
 
     `resolver` (aiohttp's resolver interface) picks the addresses a name may connect to:
     the webhook relay passes its SSRF-guarded one. Without it the loop resolves the name.
-    Callers bound their own concurrency; the pool opens a connection whenever none is idle.
+    Callers bound their own concurrency; the pool opens a connection whenever none is idle
+    and keeps at most `max_idle` idle ones in all.
     """
 
     def __init__(
@@ -216,11 +218,14 @@ class HttpClient:
         resolver: AbstractResolver | None = None,
         ssl_context: ssl.SSLContext | None = None,
         idle_timeout: float = IDLE_TIMEOUT,
+        max_idle: int = MAX_IDLE,
     ) -> None:
         self._resolver = resolver
         self._ssl = ssl_context
         self._idle_timeout = idle_timeout
+        self._max_idle = max_idle
         self._idle: dict[Origin, deque[_Connection]] = {}
+        self._idle_count = 0
         self._sweeper: asyncio.TimerHandle | None = None
         self._closed = False
 
@@ -273,6 +278,7 @@ class HttpClient:
             for conn in idle:
                 conn.close()
         self._idle.clear()  # the resolver is the caller's to close
+        self._idle_count = 0
 
     # -- the pool ------------------------------------------------------------------------
 
@@ -283,14 +289,19 @@ class HttpClient:
         oldest_usable = time.monotonic() - self._idle_timeout
         while idle:
             conn = idle.pop()  # the most recently used: the least likely to be timed out
+            self._idle_count -= 1
             if not conn.closed and conn.idle_since >= oldest_usable:
                 return conn
             conn.close()
         return None
 
     def _park(self, origin: Origin, conn: _Connection) -> None:
+        if self._idle_count >= self._max_idle:
+            conn.close()
+            return
         conn.idle_since = time.monotonic()
         self._idle.setdefault(origin, deque()).append(conn)
+        self._idle_count += 1
         if self._sweeper is None:
             loop = asyncio.get_running_loop()
             self._sweeper = loop.call_later(self._idle_timeout, self._sweep)
@@ -303,6 +314,7 @@ class HttpClient:
             idle = self._idle[origin]
             while idle and (idle[0].closed or idle[0].idle_since < oldest_usable):
                 idle.popleft().close()
+                self._idle_count -= 1
             if not idle:
                 del self._idle[origin]
         if self._idle:

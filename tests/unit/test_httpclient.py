@@ -189,6 +189,21 @@ async def test_idle_connections_expire(serve: Callable[..., Awaitable[RawServer]
         await http.close()
 
 
+async def test_idle_connections_are_capped_in_all(
+    serve: Callable[..., Awaitable[RawServer]],
+) -> None:
+    http = HttpClient(max_idle=2)
+    try:
+        servers = [await serve(ok()) for _ in range(3)]
+        for server in servers:
+            await http.request("GET", server.url, timeout=5, limit=1024)
+        for server in servers:  # the third found no room: closed, so it connects again
+            await http.request("GET", server.url, timeout=5, limit=1024)
+        assert [s.connections for s in servers] == [1, 1, 2]
+    finally:
+        await http.close()
+
+
 async def test_limits_raise_or_truncate(
     http: HttpClient, serve: Callable[..., Awaitable[RawServer]]
 ) -> None:
