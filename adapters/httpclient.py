@@ -31,6 +31,7 @@ from aiohttp.abc import AbstractResolver
 from yarl import URL
 
 IDLE_TIMEOUT = 15.0  # seconds a pooled connection may wait for its next request
+MAX_HEAD = 64 * 1024  # bytes an answer may take before its headers end (aiohttp: 8 KiB a line)
 MAX_IDLE = 256  # idle connections kept in all (many receiver hosts must not hold a socket each)
 USER_AGENT = "imagegen-gateway"
 
@@ -75,6 +76,7 @@ class _Connection(asyncio.Protocol):
 
     __slots__ = (
         "_delimited",
+        "_head_bytes",
         "_headed",
         "chunks",
         "closed",
@@ -103,6 +105,7 @@ class _Connection(asyncio.Protocol):
         self.keep_alive = False  # read when the answer completes (llhttp resets it after)
         self._delimited = False  # the answer said how long it is (length or chunked)
         self._headed = False  # the answer's headers are all in
+        self._head_bytes = 0  # received while the headers were not yet all in
 
     def start(self, waiter: asyncio.Future[Answer], limit: int, truncate: bool) -> None:
         self.waiter = waiter
@@ -114,6 +117,7 @@ class _Connection(asyncio.Protocol):
         self.keep_alive = False
         self._delimited = False
         self._headed = False
+        self._head_bytes = 0
 
     # asyncio.Protocol
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -127,6 +131,11 @@ class _Connection(asyncio.Protocol):
             self.parser.feed_data(data)
         except httptools.HttpParserError as exc:
             self._fail(BadAnswer(f"not an HTTP answer ({exc})"))
+            return
+        if not self._headed:  # endless headers must not grow the parser's buffers forever
+            self._head_bytes += len(data)
+            if self._head_bytes > MAX_HEAD:
+                self._fail(BadAnswer(f"answer headers longer than {MAX_HEAD} bytes"))
 
     def eof_received(self) -> bool | None:
         return False  # close the transport; connection_lost settles the waiter

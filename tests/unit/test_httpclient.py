@@ -237,6 +237,10 @@ async def test_failures_are_told_apart_and_close_the_connection(
     server = await serve(raw(b"SSH-2.0-OpenSSH\r\n\r\n"))
     with pytest.raises(BadAnswer, match="not an HTTP answer"):
         await http.request("GET", server.url, timeout=5, limit=1024)
+    endless = b"HTTP/1.1 200 OK\r\n" + b"X-Pad: " + b"x" * 100_000
+    server = await serve(raw(endless))
+    with pytest.raises(BadAnswer, match="headers longer"):
+        await http.request("GET", server.url, timeout=5, limit=1024)
     cut = b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly this"
     server = await serve(raw(cut), close_after=True)
     with pytest.raises(ConnectionLost):
