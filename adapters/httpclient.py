@@ -28,9 +28,11 @@ from dataclasses import dataclass
 
 import httptools
 from aiohttp.abc import AbstractResolver
+from aiohttp.resolver import ThreadedResolver
 from yarl import URL
 
 IDLE_TIMEOUT = 15.0  # seconds a pooled connection may wait for its next request
+DNS_TTL = 10.0  # seconds a name's addresses serve new connections before it is asked again
 MAX_HEAD = 64 * 1024  # bytes an answer may take before its headers end (aiohttp: 8 KiB a line)
 MAX_IDLE = 256  # idle connections kept in all (many receiver hosts must not hold a socket each)
 USER_AGENT = "imagegen-gateway"
@@ -216,7 +218,8 @@ class HttpClient:
     """Keep-alive connections per origin; `request` sends one request on one of them.
 
     `resolver` (aiohttp's resolver interface) picks the addresses a name may connect to:
-    the webhook relay passes its SSRF-guarded one. Without it the loop resolves the name.
+    the webhook relay passes its SSRF-guarded one; by default, the system's (getaddrinfo in
+    a thread). A name's addresses serve new connections for `dns_ttl` seconds.
     Callers bound their own concurrency; the pool opens a connection whenever none is idle
     and keeps at most `max_idle` idle ones in all.
     """
@@ -228,8 +231,12 @@ class HttpClient:
         ssl_context: ssl.SSLContext | None = None,
         idle_timeout: float = IDLE_TIMEOUT,
         max_idle: int = MAX_IDLE,
+        dns_ttl: float = DNS_TTL,
     ) -> None:
-        self._resolver = resolver
+        self._own_resolver = resolver is None
+        self._resolver = resolver or ThreadedResolver()
+        self._dns_ttl = dns_ttl
+        self._addresses: dict[tuple[str, int], tuple[float, list[tuple[str, int, int]]]] = {}
         self._ssl = ssl_context
         self._idle_timeout = idle_timeout
         self._max_idle = max_idle
@@ -286,8 +293,10 @@ class HttpClient:
         for idle in self._idle.values():
             for conn in idle:
                 conn.close()
-        self._idle.clear()  # the resolver is the caller's to close
+        self._idle.clear()
         self._idle_count = 0
+        if self._own_resolver:  # a resolver passed in is the caller's to close
+            await self._resolver.close()
 
     # -- the pool ------------------------------------------------------------------------
 
@@ -334,12 +343,7 @@ class HttpClient:
         scheme, host, port = origin
         loop = asyncio.get_running_loop()
         context = self._tls() if scheme == "https" else None
-        addresses: list[tuple[str, int, int]]
-        if self._resolver is None:
-            addresses = [(host, port, socket.AF_UNSPEC)]
-        else:
-            found = await self._resolver.resolve(host, port, socket.AF_UNSPEC)
-            addresses = [(r["host"], r["port"], r["family"]) for r in found]
+        addresses = await self._resolve(host, port)
         failures: list[str] = []
         for address, address_port, family in addresses:
             try:
@@ -355,7 +359,24 @@ class HttpClient:
                 failures.append(f"{address}:{address_port}: {exc.strerror or exc}")
                 continue
             return conn
+        self._addresses.pop((host, port), None)  # moved, perhaps: ask again next time
         raise ConnectFailed(f"cannot connect to {host}:{port} ({'; '.join(failures)})")
+
+    async def _resolve(self, host: str, port: int) -> list[tuple[str, int, int]]:
+        """(address, port, family) to try in order; a refusal or failure is raised."""
+        now = time.monotonic()
+        cached = self._addresses.get((host, port))
+        if cached is not None and cached[0] > now:
+            return cached[1]
+        try:
+            found = await self._resolver.resolve(host, port, socket.AF_UNSPEC)
+        except socket.gaierror as exc:
+            raise ConnectFailed(f"cannot resolve {host} ({exc.strerror or exc})") from exc
+        addresses = [(r["host"], r["port"], r["family"]) for r in found]
+        if len(self._addresses) >= 4096:  # many receiver hosts: start over rather than grow
+            self._addresses.clear()
+        self._addresses[(host, port)] = (now + self._dns_ttl, addresses)
+        return addresses
 
     def _tls(self) -> ssl.SSLContext:
         if self._ssl is None:

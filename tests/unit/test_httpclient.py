@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 from aiohttp.abc import AbstractResolver, ResolveResult
+from aiohttp.resolver import ThreadedResolver
 
 from adapters.httpclient import (
     AnswerTooLarge,
@@ -310,6 +311,45 @@ async def test_a_resolver_chooses_the_addresses(
         with pytest.raises(OSError, match="refused"):
             await refusing.request("GET", url, timeout=5, limit=64)
         await refusing.close()
+    finally:
+        await http.close()
+
+
+class Counting(AbstractResolver):
+    """The system's resolver, counting the questions."""
+
+    def __init__(self) -> None:
+        self.asked = 0
+
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[ResolveResult]:
+        self.asked += 1
+        return await ThreadedResolver().resolve(host, port, family)
+
+    async def close(self) -> None:
+        pass
+
+
+async def test_names_are_resolved_once_per_ttl(
+    serve: Callable[..., Awaitable[RawServer]],
+) -> None:
+    server = await serve(ok(), close_after=True)  # every request needs a new connection
+    url = f"http://localhost:{server.port}/x"
+    for ttl, asked in ((60.0, 1), (0.0, 3)):
+        resolver = Counting()
+        http = HttpClient(resolver=resolver, dns_ttl=ttl)
+        try:
+            for _ in range(3):
+                assert (await http.request("GET", url, timeout=5, limit=64)).status == 200
+                await asyncio.sleep(0.02)
+        finally:
+            await http.close()
+        assert resolver.asked == asked
+    http = HttpClient()
+    try:
+        with pytest.raises(ConnectFailed, match=r"cannot resolve no-such-host\.invalid"):
+            await http.request("GET", "http://no-such-host.invalid/", timeout=5, limit=64)
     finally:
         await http.close()
 
