@@ -25,6 +25,7 @@ import zlib
 from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import httptools
 from aiohttp.abc import AbstractResolver
@@ -95,7 +96,7 @@ class _Connection(asyncio.Protocol):
 
     def __init__(self) -> None:
         self.transport: asyncio.Transport | None = None
-        self.parser = httptools.HttpResponseParser(self)
+        self.parser: Any = httptools.HttpResponseParser(self)  # None once the connection is lost
         self.waiter: asyncio.Future[Answer] | None = None
         self.headers: dict[str, str] = {}
         self.chunks: list[bytes] = []
@@ -145,13 +146,16 @@ class _Connection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         waiter = self.waiter
-        if waiter is None or waiter.done():
-            return
-        if self._headed and not self._delimited and exc is None:
-            self._settle(truncated=False)  # an answer delimited by the end of the connection
-            return
-        reason = f": {exc}" if exc else ""
-        waiter.set_exception(ConnectionLost(f"connection closed before the answer{reason}"))
+        if waiter is not None and not waiter.done():
+            if self._headed and not self._delimited and exc is None:
+                self._settle(truncated=False)  # an answer delimited by the end of the connection
+            else:
+                reason = f": {exc}" if exc else ""
+                waiter.set_exception(ConnectionLost(f"connection closed before the answer{reason}"))
+        # The parser holds this protocol's callbacks: a reference cycle that only the cyclic
+        # collector would free (with the transport and socket hanging from it), once per
+        # closed connection. Nothing parses after the connection is gone.
+        self.parser = None
 
     # httptools callbacks
     def on_header(self, name: bytes, value: bytes) -> None:
