@@ -22,7 +22,8 @@ from adapters.errors import (
     ProviderTimeout,
     ProviderUnavailable,
 )
-from adapters.httpclient import AnswerTooLarge, BadAnswer, ConnectFailed, HttpClient
+from adapters.httpclient import HttpClient
+from adapters.httpconn import AnswerTooLarge, BadAnswer, ConnectFailed
 from observability.redaction import scrub_text
 
 MAX_ANSWER_BYTES = 4 * 1024 * 1024

@@ -9,10 +9,10 @@ the parser uvicorn uses). It does what these calls need and no more: one request
 per connection (no pipelining), bodies as bytes, no redirects, cookies or proxies; it asks
 for no compression and inflates an answer that comes gzip- or deflate-encoded anyway.
 
-Errors: `ConnectFailed` (no connection), `ConnectionLost` (closed before the answer was
-complete), `BadAnswer` (not HTTP), `AnswerTooLarge`, `TimeoutError`; all but the last are
-`ClientFailure`s. A connection that saw any of them, or a cancellation, is closed, never
-pooled again.
+Errors (defined with the connection, adapters/httpconn.py): `ConnectFailed` (no
+connection), `ConnectionLost` (closed before the answer was complete), `BadAnswer` (not
+HTTP), `AnswerTooLarge`, `TimeoutError`; all but the last two are `ClientFailure`s. A
+connection that saw any of them, or a cancellation, is closed, never pooled again.
 """
 
 from __future__ import annotations
@@ -21,206 +21,21 @@ import asyncio
 import socket
 import ssl
 import time
-import zlib
 from collections import deque
 from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Any
 
-import httptools
 from aiohttp.abc import AbstractResolver
 from aiohttp.resolver import ThreadedResolver
 from yarl import URL
 
+from adapters.httpconn import Answer, ConnectFailed, Connection
+
 IDLE_TIMEOUT = 15.0  # seconds a pooled connection may wait for its next request
 DNS_TTL = 10.0  # seconds a name's addresses serve new connections before it is asked again
-MAX_HEAD = 64 * 1024  # bytes an answer may take before its headers end (aiohttp: 8 KiB a line)
 MAX_IDLE = 256  # idle connections kept in all (many receiver hosts must not hold a socket each)
 USER_AGENT = "imagegen-gateway"
 
-
-class ClientFailure(OSError):
-    """A request that got no complete HTTP answer (the message says why)."""
-
-
-class ConnectFailed(ClientFailure):
-    pass
-
-
-class ConnectionLost(ClientFailure):
-    pass
-
-
-class BadAnswer(ClientFailure):
-    pass
-
-
-class AnswerTooLarge(ValueError):
-    """The answer's body passed the limit; nothing past it was kept."""
-
-    def __init__(self, limit: int) -> None:
-        super().__init__(f"body larger than {limit} bytes")
-        self.limit = limit
-
-
-@dataclass(slots=True)
-class Answer:
-    status: int
-    headers: dict[str, str]  # names lower-cased; a repeated header keeps its last value
-    body: bytes
-    truncated: bool = False  # `limit` reached with `truncate=True`: the body's first bytes
-
-
 Origin = tuple[str, str, int]  # scheme, host, port
-
-
-class _Connection(asyncio.Protocol):
-    """One TCP (or TLS) connection and the answer it is reading."""
-
-    __slots__ = (
-        "_delimited",
-        "_head_bytes",
-        "_headed",
-        "chunks",
-        "closed",
-        "headers",
-        "idle_since",
-        "keep_alive",
-        "limit",
-        "parser",
-        "size",
-        "transport",
-        "truncate",
-        "waiter",
-    )  # fmt: skip
-
-    def __init__(self) -> None:
-        self.transport: asyncio.Transport | None = None
-        self.parser: Any = httptools.HttpResponseParser(self)  # None once the connection is lost
-        self.waiter: asyncio.Future[Answer] | None = None
-        self.headers: dict[str, str] = {}
-        self.chunks: list[bytes] = []
-        self.size = 0
-        self.limit = 0
-        self.truncate = False
-        self.closed = False
-        self.idle_since = 0.0
-        self.keep_alive = False  # read when the answer completes (llhttp resets it after)
-        self._delimited = False  # the answer said how long it is (length or chunked)
-        self._headed = False  # the answer's headers are all in
-        self._head_bytes = 0  # received while the headers were not yet all in
-
-    def start(self, waiter: asyncio.Future[Answer], limit: int, truncate: bool) -> None:
-        self.waiter = waiter
-        self.headers = {}
-        self.chunks = []
-        self.size = 0
-        self.limit = limit
-        self.truncate = truncate
-        self.keep_alive = False
-        self._delimited = False
-        self._headed = False
-        self._head_bytes = 0
-
-    # asyncio.Protocol
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]  # uvloop's is no subclass
-
-    def data_received(self, data: bytes) -> None:
-        if self.waiter is None:  # bytes nobody asked for: the connection is unusable
-            self._fail(BadAnswer("data received with no request outstanding"))
-            return
-        try:
-            self.parser.feed_data(data)
-        except httptools.HttpParserError as exc:
-            self._fail(BadAnswer(f"not an HTTP answer ({exc})"))
-            return
-        if not self._headed:  # endless headers must not grow the parser's buffers forever
-            self._head_bytes += len(data)
-            if self._head_bytes > MAX_HEAD:
-                self._fail(BadAnswer(f"answer headers longer than {MAX_HEAD} bytes"))
-
-    def eof_received(self) -> bool | None:
-        return False  # close the transport; connection_lost settles the waiter
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.closed = True
-        waiter = self.waiter
-        if waiter is not None and not waiter.done():
-            if self._headed and not self._delimited and exc is None:
-                self._settle(truncated=False)  # an answer delimited by the end of the connection
-            else:
-                reason = f": {exc}" if exc else ""
-                waiter.set_exception(ConnectionLost(f"connection closed before the answer{reason}"))
-        # The parser holds this protocol's callbacks: a reference cycle that only the cyclic
-        # collector would free (with the transport and socket hanging from it), once per
-        # closed connection. Nothing parses after the connection is gone.
-        self.parser = None
-
-    # httptools callbacks
-    def on_header(self, name: bytes, value: bytes) -> None:
-        key = name.decode("latin-1").lower()
-        if key in ("content-length", "transfer-encoding"):
-            self._delimited = True
-        self.headers[key] = value.decode("latin-1")
-
-    def on_headers_complete(self) -> None:
-        self._headed = True
-
-    def on_body(self, body: bytes) -> None:
-        self.size += len(body)
-        if self.size > self.limit:
-            if not self.truncate:
-                self._fail(AnswerTooLarge(self.limit))
-                return
-            self.chunks.append(body[: len(body) - (self.size - self.limit)])
-            self._settle(truncated=True)
-            self.close()  # the rest is never read: the connection cannot serve again
-            return
-        self.chunks.append(body)
-
-    def on_message_complete(self) -> None:
-        if 100 <= self.parser.get_status_code() < 200:  # an interim answer: the real one follows
-            self.headers, self._headed, self._delimited = {}, False, False
-            return
-        self.keep_alive = self.parser.should_keep_alive()
-        if self.waiter is not None and not self.waiter.done():
-            self._settle(truncated=False)
-
-    # helpers
-    def _settle(self, *, truncated: bool) -> None:
-        waiter = self.waiter
-        if waiter is None or waiter.done():
-            return
-        body = b"".join(self.chunks)
-        self.chunks = []
-        encoding = self.headers.get("content-encoding")
-        if encoding in ("gzip", "deflate") and not truncated:
-            try:
-                body = _inflate(body, encoding, self.limit)
-            except (zlib.error, AnswerTooLarge) as exc:
-                self._fail(exc if isinstance(exc, AnswerTooLarge) else BadAnswer(str(exc)))
-                return
-        status = self.parser.get_status_code()
-        waiter.set_result(Answer(status, self.headers, body, truncated))
-
-    def expire(self) -> None:
-        """The request's time is up: it fails with TimeoutError and the connection closes."""
-        if self.waiter is not None and not self.waiter.done():
-            self._fail(TimeoutError())
-
-    def _fail(self, exc: Exception) -> None:
-        if self.waiter is not None and not self.waiter.done():
-            self.waiter.set_exception(exc)
-        self.close()
-
-    def reusable(self) -> bool:
-        return not self.closed and self.keep_alive
-
-    def close(self) -> None:
-        self.closed = True
-        if self.transport is not None:
-            self.transport.close()
 
 
 class HttpClient:
@@ -249,7 +64,7 @@ class HttpClient:
         self._ssl = ssl_context
         self._idle_timeout = idle_timeout
         self._max_idle = max_idle
-        self._idle: dict[Origin, deque[_Connection]] = {}
+        self._idle: dict[Origin, deque[Connection]] = {}
         self._idle_count = 0
         self._sweeper: asyncio.TimerHandle | None = None
         self._closed = False
@@ -315,7 +130,7 @@ class HttpClient:
 
     # -- the pool ------------------------------------------------------------------------
 
-    def _pooled(self, origin: Origin) -> _Connection | None:
+    def _pooled(self, origin: Origin) -> Connection | None:
         idle = self._idle.get(origin)
         if not idle:
             return None
@@ -328,7 +143,7 @@ class HttpClient:
             conn.close()
         return None
 
-    def _park(self, origin: Origin, conn: _Connection) -> None:
+    def _park(self, origin: Origin, conn: Connection) -> None:
         if self._idle_count >= self._max_idle:
             conn.close()
             return
@@ -354,7 +169,7 @@ class HttpClient:
             loop = asyncio.get_running_loop()
             self._sweeper = loop.call_later(self._idle_timeout, self._sweep)
 
-    async def _connect(self, origin: Origin) -> _Connection:
+    async def _connect(self, origin: Origin) -> Connection:
         scheme, host, port = origin
         loop = asyncio.get_running_loop()
         context = self._tls() if scheme == "https" else None
@@ -363,7 +178,7 @@ class HttpClient:
         for address, address_port, family in addresses:
             try:
                 _, conn = await loop.create_connection(
-                    _Connection,
+                    Connection,
                     address,
                     address_port,
                     family=family,
@@ -435,12 +250,3 @@ def _head(
         lines.append(f"Content-Length: {length}\r\n")
     lines.append("\r\n")
     return "".join(lines).encode("latin-1")
-
-
-def _inflate(body: bytes, encoding: str, limit: int) -> bytes:
-    wbits = 16 + zlib.MAX_WBITS if encoding == "gzip" else zlib.MAX_WBITS
-    inflater = zlib.decompressobj(wbits)
-    out = inflater.decompress(body, limit + 1)
-    if len(out) > limit:
-        raise AnswerTooLarge(limit)
-    return out

@@ -16,13 +16,8 @@ import pytest
 from aiohttp.abc import AbstractResolver, ResolveResult
 from aiohttp.resolver import ThreadedResolver
 
-from adapters.httpclient import (
-    AnswerTooLarge,
-    BadAnswer,
-    ConnectFailed,
-    ConnectionLost,
-    HttpClient,
-)
+from adapters.httpclient import HttpClient
+from adapters.httpconn import AnswerTooLarge, BadAnswer, ConnectFailed, ConnectionLost
 from tests.helpers import free_port
 
 Reply = Callable[[bytes], Awaitable[bytes | None]]  # a request's bytes -> the answer to write

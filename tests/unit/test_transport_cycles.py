@@ -62,6 +62,6 @@ async def test_closed_connections_leave_no_cycles(cyclic_garbage: list[object]) 
         await session.close()
         server.close()
     gc.collect()
-    ours = [o for o in cyclic_garbage if type(o).__name__ in ("_Connection", "HttpResponseParser")]
+    ours = [o for o in cyclic_garbage if type(o).__name__ in ("Connection", "HttpResponseParser")]
     # Without dropping the parser at connection loss: 20 of each (it holds the protocol).
     assert ours == []
