@@ -16,6 +16,7 @@ from adapters.errors import (
     ProviderAuthFailed,
     ProviderBadAnswer,
     ProviderError,
+    ProviderMisconfigured,
     ProviderRateLimited,
     ProviderRejected,
     ProviderServerError,
@@ -131,6 +132,8 @@ async def _call_json(
         raise ProviderBadAnswer(str(exc)) from without_frames(exc)
     except AnswerTooLarge as exc:
         raise ProviderBadAnswer(f"answer larger than {exc.limit} bytes") from exc
+    except ValueError as exc:  # a URL or header from this backend's config cannot be sent
+        raise ProviderMisconfigured(f"cannot send the request: {exc}") from exc
     except OSError as exc:  # ConnectionLost, or the resolver's failure
         raise ProviderUnavailable(f"connection lost: {exc}") from without_frames(exc)
 
