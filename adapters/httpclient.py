@@ -32,6 +32,7 @@ from adapters.httpconn import Answer, ConnectFailed, Connection
 
 IDLE_TIMEOUT = 15.0  # seconds a pooled connection may wait for its next request
 DNS_TTL = 10.0  # seconds a name's addresses serve new connections before it is asked again
+ATTEMPT_TIMEOUT = 2.0  # seconds one of a name's addresses gets before the next is tried
 MAX_IDLE = 256  # idle connections kept in all (many receiver hosts must not hold a socket each)
 USER_AGENT = "imagegen-gateway"
 
@@ -43,7 +44,9 @@ class HttpClient:
 
     `resolver` (aiohttp's resolver interface) picks the addresses a name may connect to:
     the webhook relay passes its SSRF-guarded one; by default, the system's (getaddrinfo in
-    a thread). A name's addresses serve new connections for `dns_ttl` seconds.
+    a thread). A name's addresses serve new connections for `dns_ttl` seconds; they are
+    tried in order, each but the last for at most `attempt_timeout` (aiohttp races them
+    instead; uvloop has no happy eyeballs), and the one that answered goes first after.
     Callers bound their own concurrency; the pool opens a connection whenever none is idle
     and keeps at most `max_idle` idle ones in all.
     """
@@ -56,10 +59,12 @@ class HttpClient:
         idle_timeout: float = IDLE_TIMEOUT,
         max_idle: int = MAX_IDLE,
         dns_ttl: float = DNS_TTL,
+        attempt_timeout: float = ATTEMPT_TIMEOUT,
     ) -> None:
         self._own_resolver = resolver is None
         self._resolver = resolver or ThreadedResolver()
         self._dns_ttl = dns_ttl
+        self._attempt_timeout = attempt_timeout
         self._addresses: dict[tuple[str, int], tuple[float, list[tuple[str, int, int]]]] = {}
         self._ssl = ssl_context
         self._idle_timeout = idle_timeout
@@ -175,19 +180,26 @@ class HttpClient:
         context = self._tls() if scheme == "https" else None
         addresses = await self._resolve(host, port)
         failures: list[str] = []
-        for address, address_port, family in addresses:
+        for i, (address, address_port, family) in enumerate(addresses):
+            connecting = loop.create_connection(
+                Connection,
+                address,
+                address_port,
+                family=family,
+                ssl=context,
+                server_hostname=host if context else None,
+            )
             try:
-                _, conn = await loop.create_connection(
-                    Connection,
-                    address,
-                    address_port,
-                    family=family,
-                    ssl=context,
-                    server_hostname=host if context else None,
-                )
-            except OSError as exc:
-                failures.append(f"{address}:{address_port}: {exc.strerror or exc}")
+                if i == len(addresses) - 1:
+                    _, conn = await connecting
+                else:  # a silent address (a blackholed IPv6 route) must not eat the request
+                    async with asyncio.timeout(self._attempt_timeout):
+                        _, conn = await connecting
+            except OSError as exc:  # TimeoutError included
+                failures.append(f"{address}:{address_port}: {exc.strerror or exc or 'no answer'}")
                 continue
+            if i:  # the name's next connections go straight to the address that answered
+                addresses.insert(0, addresses.pop(i))
             return conn
         self._addresses.pop((host, port), None)  # moved, perhaps: ask again next time
         raise ConnectFailed(f"cannot connect to {host}:{port} ({'; '.join(failures)})")

@@ -7,7 +7,7 @@ import gzip
 import socket
 import ssl
 import subprocess
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -345,6 +345,61 @@ async def test_names_are_resolved_once_per_ttl(
     try:
         with pytest.raises(ConnectFailed, match=r"cannot resolve no-such-host\.invalid"):
             await http.request("GET", "http://no-such-host.invalid/", timeout=5, limit=64)
+    finally:
+        await http.close()
+
+
+class Listed(AbstractResolver):
+    """Every name resolves to the given (address, port) pairs, in order."""
+
+    def __init__(self, pairs: list[tuple[str, int]]) -> None:
+        self.pairs = pairs
+
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[ResolveResult]:
+        return [
+            ResolveResult(hostname=host, host=a, port=p, family=socket.AF_INET, proto=0, flags=0)
+            for a, p in self.pairs
+        ]
+
+    async def close(self) -> None:
+        pass
+
+
+@pytest.fixture
+def silent_port() -> Iterator[int]:
+    """A port whose listener never accepts and whose queue is full: a connect there hangs
+    (Linux drops the SYN), like an address behind a blackholed route."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(0)
+    port = listener.getsockname()[1]
+    fillers = []
+    for _ in range(4):
+        filler = socket.socket()
+        filler.setblocking(False)
+        filler.connect_ex(("127.0.0.1", port))
+        fillers.append(filler)
+    yield port
+    for sock in [*fillers, listener]:
+        sock.close()
+
+
+async def test_a_silent_address_gives_way_to_the_next(
+    serve: Callable[..., Awaitable[RawServer]], silent_port: int
+) -> None:
+    server = await serve(ok(), close_after=True)  # every request needs a new connection
+    resolver = Listed([("127.0.0.1", silent_port), ("127.0.0.1", server.port)])
+    http = HttpClient(resolver=resolver, attempt_timeout=0.2)
+    try:
+        for _ in range(3):  # without the attempt's own limit the first would time out
+            answer = await http.request("GET", "http://gw.example/x", timeout=3, limit=64)
+            assert answer.status == 200
+            await asyncio.sleep(0.02)
+        assert server.connections == 3
+        # The address that answered now comes first: the silent one is not tried again.
+        assert http._addresses[("gw.example", 80)][1][0] == ("127.0.0.1", server.port, 2)
     finally:
         await http.close()
 
