@@ -24,24 +24,16 @@ from adapters.errors import (
     ProviderUnavailable,
 )
 from adapters.httpclient import HttpClient
-from adapters.httpconn import AnswerTooLarge, BadAnswer, ConnectFailed
+from adapters.httpconn import BadAnswer, BodyTooLarge, ConnectFailed
 from observability.redaction import scrub_text
 
 MAX_ANSWER_BYTES = 4 * 1024 * 1024
 
 
-class BodyTooLarge(ValueError):
-    """A body (answer or callback) larger than the limit; nothing past the limit was read."""
-
-    def __init__(self, limit: int) -> None:
-        super().__init__(f"body larger than {limit} bytes")
-        self.limit = limit
-
-
 def without_frames(exc: BaseException) -> BaseException:
     """`exc`, its causes and contexts with their tracebacks' frames cleared; returns it.
 
-    A transport error raised deep in aiohttp keeps those frames, and their locals lead
+    A transport error keeps the frames it was raised through, and their locals lead
     back to the error: ~70 objects in reference cycles per failed call, freed only by the
     cyclic collector (a provider or a client endpoint that is down fails every call, and
     the collector's pauses grow with it). The message and the traceback's lines stay."""
@@ -130,7 +122,7 @@ async def _call_json(
         raise ProviderUnavailable(str(exc)) from without_frames(exc)
     except BadAnswer as exc:
         raise ProviderBadAnswer(str(exc)) from without_frames(exc)
-    except AnswerTooLarge as exc:
+    except BodyTooLarge as exc:
         raise ProviderBadAnswer(f"answer larger than {exc.limit} bytes") from exc
     except ValueError as exc:  # a URL or header from this backend's config cannot be sent
         raise ProviderMisconfigured(f"cannot send the request: {exc}") from exc

@@ -11,7 +11,7 @@ for no compression and inflates an answer that comes gzip- or deflate-encoded an
 
 Errors (defined with the connection, adapters/httpconn.py): `ConnectFailed` (no
 connection), `ConnectionLost` (closed before the answer was complete), `BadAnswer` (not
-HTTP), `AnswerTooLarge`, `TimeoutError`; all but the last two are `ClientFailure`s. A
+HTTP), `BodyTooLarge`, `TimeoutError`; all but the last two are `ClientFailure`s. A
 connection that saw any of them, or a cancellation, is closed, never pooled again.
 """
 
@@ -87,7 +87,7 @@ class HttpClient:
     ) -> Answer:
         """Send one request and read its answer within `timeout` seconds in all.
 
-        A body past `limit` bytes raises `AnswerTooLarge`, or with `truncate` ends the read
+        A body past `limit` bytes raises `BodyTooLarge`, or with `truncate` ends the read
         there and returns the first `limit` bytes (the connection is then closed).
         """
         if self._closed:

@@ -34,8 +34,9 @@ class BadAnswer(ClientFailure):
     pass
 
 
-class AnswerTooLarge(ValueError):
-    """The answer's body passed the limit; nothing past it was kept."""
+class BodyTooLarge(ValueError):
+    """A body larger than its limit: an answer's here, a request's in the API (read by
+    adapters/http.py's read_limited); nothing past the limit was kept."""
 
     def __init__(self, limit: int) -> None:
         super().__init__(f"body larger than {limit} bytes")
@@ -147,7 +148,7 @@ class Connection(asyncio.Protocol):
         self.size += len(body)
         if self.size > self.limit:
             if not self.truncate:
-                self._fail(AnswerTooLarge(self.limit))
+                self._fail(BodyTooLarge(self.limit))
                 return
             self.chunks.append(body[: len(body) - (self.size - self.limit)])
             self._settle(truncated=True)
@@ -174,8 +175,8 @@ class Connection(asyncio.Protocol):
         if encoding in ("gzip", "deflate") and not truncated:
             try:
                 body = _inflate(body, encoding, self.limit)
-            except (zlib.error, AnswerTooLarge) as exc:
-                self._fail(exc if isinstance(exc, AnswerTooLarge) else BadAnswer(str(exc)))
+            except (zlib.error, BodyTooLarge) as exc:
+                self._fail(exc if isinstance(exc, BodyTooLarge) else BadAnswer(str(exc)))
                 return
         status = self.parser.get_status_code()
         waiter.set_result(Answer(status, self.headers, body, truncated))
@@ -204,5 +205,5 @@ def _inflate(body: bytes, encoding: str, limit: int) -> bytes:
     inflater = zlib.decompressobj(wbits)
     out = inflater.decompress(body, limit + 1)
     if len(out) > limit:
-        raise AnswerTooLarge(limit)
+        raise BodyTooLarge(limit)
     return out

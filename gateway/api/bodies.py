@@ -9,7 +9,8 @@ from typing import Any, TypeVar
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
-from adapters.http import BodyTooLarge, read_limited
+from adapters.http import read_limited
+from adapters.httpconn import BodyTooLarge
 from adapters.normalized import FieldError
 from gateway.context import SETTINGS, services
 from gateway.errors import (

@@ -17,7 +17,7 @@ from aiohttp.abc import AbstractResolver, ResolveResult
 from aiohttp.resolver import ThreadedResolver
 
 from adapters.httpclient import HttpClient
-from adapters.httpconn import AnswerTooLarge, BadAnswer, ConnectFailed, ConnectionLost
+from adapters.httpconn import BadAnswer, BodyTooLarge, ConnectFailed, ConnectionLost
 from tests.helpers import free_port
 
 Reply = Callable[[bytes], Awaitable[bytes | None]]  # a request's bytes -> the answer to write
@@ -204,7 +204,7 @@ async def test_limits_raise_or_truncate(
     http: HttpClient, serve: Callable[..., Awaitable[RawServer]]
 ) -> None:
     server = await serve(ok(b"x" * 5000))
-    with pytest.raises(AnswerTooLarge):
+    with pytest.raises(BodyTooLarge):
         await http.request("GET", server.url, timeout=5, limit=4096)
     answer = await http.request("GET", server.url, timeout=5, limit=100, truncate=True)
     assert (answer.status, answer.body, answer.truncated) == (200, b"x" * 100, True)
@@ -221,7 +221,7 @@ async def test_compressed_answers_are_inflated_within_the_limit(
     assert (await http.request("GET", server.url, timeout=5, limit=1024)).body == b'{"a":1}'
     bomb = gzip.compress(b"0" * 100_000)
     server = await serve(ok(bomb, "Content-Encoding: gzip"))
-    with pytest.raises(AnswerTooLarge):
+    with pytest.raises(BodyTooLarge):
         await http.request("GET", server.url, timeout=5, limit=10_000)
 
 
@@ -270,11 +270,11 @@ async def test_headers_the_caller_may_and_may_not_set(
             await http.request("GET", server.url, headers=bad, timeout=5, limit=1)
 
 
-class Fixed(AbstractResolver):
-    """Every name resolves to the given addresses (or the resolver refuses)."""
+class Listed(AbstractResolver):
+    """Every name resolves to the given (address, port) pairs in order, or is refused."""
 
-    def __init__(self, addresses: list[str], refuse: bool = False) -> None:
-        self.addresses, self.refuse, self.asked = addresses, refuse, []
+    def __init__(self, pairs: list[tuple[str, int]], refuse: bool = False) -> None:
+        self.pairs, self.refuse, self.asked = pairs, refuse, []
 
     async def resolve(
         self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
@@ -283,8 +283,8 @@ class Fixed(AbstractResolver):
         if self.refuse:
             raise OSError(f"{host} refused")
         return [
-            ResolveResult(hostname=host, host=a, port=port, family=socket.AF_INET, proto=0, flags=0)
-            for a in self.addresses
+            ResolveResult(hostname=host, host=a, port=p, family=socket.AF_INET, proto=0, flags=0)
+            for a, p in self.pairs
         ]
 
     async def close(self) -> None:
@@ -295,14 +295,15 @@ async def test_a_resolver_chooses_the_addresses(
     serve: Callable[..., Awaitable[RawServer]],
 ) -> None:
     server = await serve(ok())
-    resolver = Fixed(["127.0.0.9", "127.0.0.1"])  # nothing listens on the first
+    # nothing listens on the first
+    resolver = Listed([("127.0.0.9", server.port), ("127.0.0.1", server.port)])
     http = HttpClient(resolver=resolver)
     try:
         url = f"http://receiver.example:{server.port}/hook"
         assert (await http.request("POST", url, body=b"x", timeout=5, limit=64)).status == 200
         assert f"Host: receiver.example:{server.port}\r\n" in server.requests[0].decode()
         assert resolver.asked == ["receiver.example"]
-        refusing = HttpClient(resolver=Fixed([], refuse=True))
+        refusing = HttpClient(resolver=Listed([], refuse=True))
         with pytest.raises(OSError, match="refused"):
             await refusing.request("GET", url, timeout=5, limit=64)
         await refusing.close()
@@ -347,24 +348,6 @@ async def test_names_are_resolved_once_per_ttl(
             await http.request("GET", "http://no-such-host.invalid/", timeout=5, limit=64)
     finally:
         await http.close()
-
-
-class Listed(AbstractResolver):
-    """Every name resolves to the given (address, port) pairs, in order."""
-
-    def __init__(self, pairs: list[tuple[str, int]]) -> None:
-        self.pairs = pairs
-
-    async def resolve(
-        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
-    ) -> list[ResolveResult]:
-        return [
-            ResolveResult(hostname=host, host=a, port=p, family=socket.AF_INET, proto=0, flags=0)
-            for a, p in self.pairs
-        ]
-
-    async def close(self) -> None:
-        pass
 
 
 @pytest.fixture
