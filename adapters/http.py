@@ -116,26 +116,26 @@ async def _call_json(
         answer = await session.request(
             method, url, body=body, headers=send_headers, timeout=timeout, limit=MAX_ANSWER_BYTES
         )
-    except TimeoutError as exc:
-        raise ProviderTimeout(f"no answer within {timeout:g}s") from without_frames(exc)
-    except ConnectFailed as exc:
-        raise ProviderUnavailable(str(exc)) from without_frames(exc)
-    except BadAnswer as exc:
-        raise ProviderBadAnswer(str(exc)) from without_frames(exc)
-    except BodyTooLarge as exc:
-        raise ProviderBadAnswer(f"answer larger than {exc.limit} bytes") from exc
-    except ValueError as exc:  # a URL or header from this backend's config cannot be sent
-        raise ProviderMisconfigured(f"cannot send the request: {exc}") from exc
-    except OSError as exc:  # ConnectionLost, or the resolver's failure
-        raise ProviderUnavailable(f"connection lost: {exc}") from without_frames(exc)
+    except TimeoutError as expired:
+        raise ProviderTimeout(f"no answer within {timeout:g}s") from without_frames(expired)
+    except ConnectFailed as unreachable:
+        raise ProviderUnavailable(str(unreachable)) from without_frames(unreachable)
+    except BadAnswer as bad:
+        raise ProviderBadAnswer(str(bad)) from without_frames(bad)
+    except BodyTooLarge as too_large:
+        raise ProviderBadAnswer(f"answer larger than {too_large.limit} bytes") from too_large
+    except ValueError as unsendable:  # a URL or header from this backend's config cannot be sent
+        raise ProviderMisconfigured(f"cannot send the request: {unsendable}") from unsendable
+    except OSError as lost:  # ConnectionLost, or the resolver's failure
+        raise ProviderUnavailable(f"connection lost: {lost}") from without_frames(lost)
 
     status, raw = answer.status, answer.body
     parsed: Any = None
     decode_error: str | None = None
     try:
         parsed = orjson.loads(raw) if raw else None
-    except orjson.JSONDecodeError as exc:
-        decode_error = f"answer is not JSON ({exc.msg})"
+    except orjson.JSONDecodeError as unreadable:
+        decode_error = f"answer is not JSON ({unreadable.msg})"
 
     if status in set(accept_statuses) or 200 <= status < 300:
         if decode_error is not None:

@@ -68,13 +68,13 @@ class Inbound:
         raw: bytes | None = None
         try:
             result = backend.adapter.parse_webhook(body)
-        except ProviderBadAnswer as exc:
+        except ProviderBadAnswer as bad:
             raw = body
-            result = _unreadable(backend_name, exc.message)
-        except Exception as exc:  # a hostile body must not crash the route: the job fails cleanly
+            result = _unreadable(backend_name, bad.message)
+        except Exception as error:  # a hostile body must not crash the route: the job fails cleanly
             log.exception("provider_webhook_parser_error", backend=backend_name)
             raw = body
-            result = _unreadable(backend_name, f"the parser failed ({type(exc).__name__})")
+            result = _unreadable(backend_name, f"the parser failed ({type(error).__name__})")
         applied = False
 
         def apply(record: JobRecord) -> Change | None:

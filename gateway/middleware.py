@@ -71,8 +71,8 @@ def make_middlewares(metrics: Metrics) -> list[Callable[..., Awaitable[web.Strea
                     headers={"Retry-After": "1", "Connection": "close"},
                 )
             return await handler(request)
-        except GatewayError as exc:
-            return error_response(exc)
+        except GatewayError as failure:
+            return error_response(failure)
         except (RedisError, RedisClusterException):  # the latter: a cluster's slot map away
             # The store is away (restarting, unreachable): nothing was decided; try again.
             log.warning("store_unavailable", path=request.path)
@@ -83,21 +83,21 @@ def make_middlewares(metrics: Metrics) -> list[Callable[..., Awaitable[web.Strea
                     headers={"Retry-After": "1"},
                 )
             )
-        except web.HTTPRequestEntityTooLarge as exc:
+        except web.HTTPRequestEntityTooLarge as too_large:
             return error_response(
-                PayloadTooLarge(f"the body is larger than {exc.text or 'allowed'}")
+                PayloadTooLarge(f"the body is larger than {too_large.text or 'allowed'}")
             )
         except web.HTTPNotFound:
             return error_response(NotFound(f"no route {request.method} {request.path}"))
-        except web.HTTPMethodNotAllowed as exc:
+        except web.HTTPMethodNotAllowed as not_allowed:
             error = MethodNotAllowed(f"{request.method} is not allowed on {request.path}")
-            error.headers["Allow"] = ",".join(sorted(exc.allowed_methods))
+            error.headers["Allow"] = ",".join(sorted(not_allowed.allowed_methods))
             return error_response(error)
-        except web.HTTPException as exc:
-            if exc.status < 400:
+        except web.HTTPException as http:
+            if http.status < 400:
                 raise
-            generic = GatewayError(exc.reason)
-            generic.status, generic.code = exc.status, exc.reason.lower().replace(" ", "_")
+            generic = GatewayError(http.reason)
+            generic.status, generic.code = http.status, http.reason.lower().replace(" ", "_")
             return error_response(generic)
         except Exception:
             log.exception("unhandled_error", path=request.path)

@@ -71,17 +71,17 @@ class Submitter:
         started = time.perf_counter()
         try:
             result = await backend.adapter.submit(self._session, sub, callback)
-        except ProviderMaybeAccepted as exc:
+        except ProviderMaybeAccepted as maybe:
             # Possibly taken: resubmitting elsewhere could bill twice. Wait for its callback.
-            self._metrics.attempts.labels(backend.name, backend.kind, exc.outcome).inc()
-            self._metrics.provider_error(backend.name, backend.kind, exc.outcome)
+            self._metrics.attempts.labels(backend.name, backend.kind, maybe.outcome).inc()
+            self._metrics.provider_error(backend.name, backend.kind, maybe.outcome)
             log.warning(
                 "submission_maybe_accepted", backend=backend.name, track_id=callback.track_id
             )
             return ProviderResult(ResultState.PENDING)
-        except ProviderError as exc:
-            self._metrics.attempts.labels(backend.name, backend.kind, exc.outcome).inc()
-            self._metrics.provider_error(backend.name, backend.kind, exc.outcome)
+        except ProviderError as failure:
+            self._metrics.attempts.labels(backend.name, backend.kind, failure.outcome).inc()
+            self._metrics.provider_error(backend.name, backend.kind, failure.outcome)
             raise
         finally:
             self._metrics.provider_duration.labels(backend.name, "submit").observe(

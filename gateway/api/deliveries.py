@@ -69,7 +69,10 @@ async def list_dead(request: web.Request) -> web.Response:
         letters += await services(request).dead_letters.list(tenant, since, limit)
     letters.sort(key=lambda letter: letter.dead_at)
     body = DeadLetterList(
-        dead_letters=[DeadLetterView(**vars(letter)) for letter in letters[:limit]]
+        dead_letters=[
+            DeadLetterView.model_validate(letter, from_attributes=True)
+            for letter in letters[:limit]
+        ]
     )
     return web.Response(body=body.model_dump_json(), content_type="application/json")
 

@@ -142,8 +142,10 @@ async def _submit(request: web.Request) -> web.Response:
         # reservation (one round trip); dispatch awaits it before the provider hears of it.
         try:
             dispatched = await s.dispatcher.dispatch(Versioned(1, record), eligible, stored=create)
-        finally:
-            await create
+        except BaseException:
+            await create  # not in a `finally:` (setup.py: compiled, that re-raises wrongly)
+            raise
+        await create
     else:
         existing = await create
         if existing is not None:
@@ -189,16 +191,18 @@ async def _eligible(request: web.Request, tenant: str, body: GenerationRequest) 
             eligible = await s.tunes.models.require(tenant, body)
         else:
             eligible = s.eligibility.evaluate(tenant, body)
-    except TuneUnusable as exc:
+    except TuneUnusable as unusable:
         raise InvalidRequest(
-            f"{exc.field}: {exc.message}", details=[field_detail(exc.field, exc.message)]
+            f"{unusable.field}: {unusable.message}",
+            details=[field_detail(unusable.field, unusable.message)],
         ) from None
-    except NotAllowed as exc:
-        names = ", ".join(exc.names)
+    except NotAllowed as refused:
+        names = ", ".join(refused.names)
         raise NoEligibleBackend(
             f"backends: {names} not available to this tenant",
             details=[
-                field_detail("backends", f"{n} is not available to this tenant") for n in exc.names
+                field_detail("backends", f"{n} is not available to this tenant")
+                for n in refused.names
             ],
         ) from None
     if not eligible.candidates:

@@ -105,9 +105,8 @@ async def read(request: web.Request) -> web.Response:
         for backend, totals in usage.backends.items():
             key = {"backend": backend, "day": usage.day, None: ""}[group_by]
             into = grouped.setdefault((usage.tenant, key), Totals())
-            for target in (into, overall):
-                for counter, value in vars(totals).items():
-                    target.add(counter, value)
+            into.add_all(totals)
+            overall.add_all(totals)
     rows = [
         _row(tenant, totals, **({group_by: key} if group_by else {}))
         for (tenant, key), totals in sorted(grouped.items())

@@ -53,16 +53,17 @@ class Sender:
                 "POST", url, body=body, headers=headers, timeout=self._timeout,
                 limit=DRAIN_BYTES, truncate=True,
             )  # fmt: skip
-        except Refused as exc:
-            return Sent(Verdict.REFUSED, attempt(Verdict.REFUSED, None, str(exc)))
-        except TimeoutError as exc:
-            without_frames(exc)
+        except Refused as refused:
+            return Sent(Verdict.REFUSED, attempt(Verdict.REFUSED, None, str(refused)))
+        except TimeoutError as expired:
+            without_frames(expired)
             detail = f"no answer within {self._timeout:g}s"
             return Sent(Verdict.RETRY, attempt(Verdict.RETRY, None, detail))
-        except (OSError, ValueError) as exc:  # no answer (a client endpoint that is down
-            without_frames(exc)  # fails every attempt), or a URL the client cannot send to
+        except (OSError, ValueError) as failure:  # no answer (a client endpoint that is down
+            without_frames(failure)  # fails every attempt), or a URL the client cannot send to
             return Sent(
-                Verdict.RETRY, attempt(Verdict.RETRY, None, f"{type(exc).__name__}: {exc}"[:300])
+                Verdict.RETRY,
+                attempt(Verdict.RETRY, None, f"{type(failure).__name__}: {failure}"[:300]),
             )
         status = answer.status
         retry_after = _seconds(answer.headers.get("retry-after"))

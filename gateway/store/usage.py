@@ -67,6 +67,10 @@ class Totals:
     def add(self, counter: str, value: int) -> None:
         setattr(self, counter, getattr(self, counter) + value)
 
+    def add_all(self, other: Totals) -> None:
+        for counter in COUNTERS:
+            self.add(counter, getattr(other, counter))
+
     def view(self) -> dict[str, float | int]:
         return {
             "jobs": self.jobs,

@@ -5,7 +5,6 @@ from __future__ import annotations
 import random
 import time
 from collections import Counter
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -17,8 +16,9 @@ from adapters.modelslab import FACTORY
 from adapters.normalized import GenerationRequest
 from bench.modelrouting import SimLedger, SimView
 from gateway.dispatch import Dispatched
-from gateway.jobs.model import JobStatus
+from gateway.jobs.model import JobRecord, JobStatus, utcnow
 from gateway.queue_runner import LOOK_AHEAD, QueueRunner
+from gateway.store.jobs import Versioned
 from routing.backends import Backend, Candidate
 from routing.eligibility import Eligible
 from routing.load import Reserved, Slot, expected_completion, remaining_work, start_delay
@@ -225,10 +225,11 @@ class _Line:
 
 
 class _Records:
-    async def get(self, job_id: str) -> Any:
-        return SimpleNamespace(
-            record=SimpleNamespace(id=job_id, tenant="acme", status=JobStatus.QUEUED, request={})
-        )
+    async def get(self, job_id: str) -> Versioned:
+        now = utcnow()
+        record = JobRecord(id=job_id, status=JobStatus.QUEUED, tenant="acme", created_at=now,
+                           updated_at=now, secret="s", request={})  # fmt: skip
+        return Versioned(1, record)
 
 
 class _Dispatcher:
