@@ -24,6 +24,7 @@ from urllib.parse import urlsplit
 
 from aiohttp.abc import AbstractResolver, ResolveResult
 from aiohttp.resolver import DefaultResolver
+from mypy_extensions import mypyc_attr
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -40,6 +41,7 @@ CACHE_SECONDS = 30.0
 CACHE_SIZE = 4096
 
 
+@mypyc_attr(native_class=False)
 class Refused(OSError):
     """The destination is not allowed; the message says why."""
 
