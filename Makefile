@@ -9,9 +9,9 @@ BENCH_PYTHON ?= $(shell [ -x /usr/bin/python3.11 ] && echo /usr/bin/python3.11 |
 BENCH_VENV := .venv-bench
 BENCH_BIN := $(BENCH_VENV)/bin
 
-# setup.py compiles the request paths with mypyc into the source tree (an editable install):
-# any edit to the packages reinstalls, after removing the old builds, so nothing runs stale code.
-# GATEWAY_PURE_PYTHON=1 make ... installs without compiling (faster to rebuild, ~1.3x the CPU).
+# GATEWAY_COMPILE=1 make ... compiles the request paths with mypyc (setup.py) into the source
+# tree (an editable install): any edit to the packages reinstalls, after removing the old
+# builds, so nothing runs stale code.
 SOURCES := setup.py $(shell find gateway routing adapters observability -name '*.py' 2>/dev/null)
 CLEAN_BUILDS := find gateway routing adapters observability -name '*.so' -delete; rm -rf build
 

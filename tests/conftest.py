@@ -47,8 +47,8 @@ def stale_builds() -> list[str]:
 def pytest_configure(config: pytest.Config) -> None:
     if stale := stale_builds():
         raise pytest.UsageError(
-            f"{', '.join(stale)} changed since they were compiled: `make test` rebuilds them "
-            "(GATEWAY_PURE_PYTHON=1 make test installs without compiling)"
+            f"{', '.join(stale)} changed since they were compiled: `make test` reinstalls "
+            "(GATEWAY_COMPILE=1 make test to compile again)"
         )
 
 

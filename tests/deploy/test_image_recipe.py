@@ -5,8 +5,7 @@ all on loopback and a real Redis. /healthz and /readyz answer, and a job goes th
 
 The image's absolute paths (WORKDIR, VIRTUAL_ENV, the mounted config) live under a temporary
 root instead. One difference, on purpose: PIP_NO_CACHE_DIR is left out so pip's cache is
-reused and the test stays fast, and GATEWAY_PURE_PYTHON=1 skips mypyc's compile (setup.py),
-which `make test`'s own install has just run on the same sources (minutes on 2 cores).
+reused and the test stays fast.
 """
 
 from __future__ import annotations
@@ -65,11 +64,7 @@ class Root:
 
 def build(stage: list[tuple[str, str]], root: Root) -> dict[str, str]:
     """Run a build stage: ENV, WORKDIR, COPY from the repository, RUN with /bin/sh -c."""
-    env = {
-        "PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin",
-        "HOME": os.environ["HOME"],
-        "GATEWAY_PURE_PYTHON": "1",
-    }
+    env = {"PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin", "HOME": os.environ["HOME"]}
     workdir = root("/")
     for keyword, args in stage:
         if keyword == "ENV":
