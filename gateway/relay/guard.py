@@ -41,6 +41,7 @@ CACHE_SECONDS = 30.0
 CACHE_SIZE = 4096
 
 
+# A Python class when compiled (setup.py): mypyc cannot compile a subclass of OSError.
 @mypyc_attr(native_class=False)
 class Refused(OSError):
     """The destination is not allowed; the message says why."""
