@@ -9,24 +9,16 @@ BENCH_PYTHON ?= $(shell [ -x /usr/bin/python3.11 ] && echo /usr/bin/python3.11 |
 BENCH_VENV := .venv-bench
 BENCH_BIN := $(BENCH_VENV)/bin
 
-# GATEWAY_COMPILE=1 make ... compiles the request paths with mypyc (setup.py) into the source
-# tree (an editable install): any edit to the packages reinstalls, after removing the old
-# builds, so nothing runs stale code.
-SOURCES := setup.py $(shell find gateway routing adapters observability -name '*.py' 2>/dev/null)
-CLEAN_BUILDS := find gateway routing adapters observability -name '*.so' -delete; rm -rf build
-
 .PHONY: run test lint bench bench-overhead bench-latency bench-tools redis-server prometheus compose-cli apt-docker-compose clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
-$(VENV)/.installed-run: pyproject.toml $(SOURCES) | $(BIN)/python
-	$(CLEAN_BUILDS)
+$(VENV)/.installed-run: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install --quiet --disable-pip-version-check -e .
 	touch $@
 
-$(VENV)/.installed-dev: pyproject.toml $(SOURCES) | $(BIN)/python
-	$(CLEAN_BUILDS)
+$(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[test,lint]'
 	touch $@ $(VENV)/.installed-run
 
@@ -77,7 +69,7 @@ lint: $(VENV)/.installed-bench
 	$(BIN)/mypy
 
 # The benchmarks' own virtualenv, on BENCH_PYTHON (Debian's needs python3.11-venv for pip).
-$(BENCH_VENV)/.installed: pyproject.toml $(SOURCES)
+$(BENCH_VENV)/.installed: pyproject.toml
 	$(BENCH_PYTHON) -m venv $(BENCH_VENV) 2>/dev/null || { \
 		rm -rf $(BENCH_VENV); \
 		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
@@ -87,15 +79,6 @@ $(BENCH_VENV)/.installed: pyproject.toml $(SOURCES)
 		  $$SUDO apt-get install -y --no-install-recommends python3.11-venv >/dev/null; }; \
 		$(BENCH_PYTHON) -m venv $(BENCH_VENV); \
 	}
-	@[ -f "$$($(BENCH_PYTHON) -c 'import sysconfig; print(sysconfig.get_paths()["include"])')/Python.h" ] || { \
-		echo "installing python3.11-dev (mypyc compiles against its headers)"; \
-		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
-		export DEBIAN_FRONTEND=noninteractive; \
-		$$SUDO apt-get install -y --no-install-recommends python3.11-dev >/dev/null 2>&1 || \
-		{ $$SUDO apt-get update >/dev/null && \
-		  $$SUDO apt-get install -y --no-install-recommends python3.11-dev >/dev/null; }; \
-	}
-	$(CLEAN_BUILDS)
 	$(BENCH_BIN)/pip install --quiet --disable-pip-version-check -e '.[bench]'
 	touch $@
 
@@ -126,5 +109,4 @@ bench-tools:
 	done
 
 clean:
-	$(CLEAN_BUILDS)
 	rm -rf $(VENV) $(BENCH_VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -14,28 +14,22 @@ from dataclasses import dataclass
 from typing import Any
 
 import httptools
-from mypy_extensions import mypyc_attr
 
 MAX_HEAD = 64 * 1024  # bytes an answer may take before its headers end (aiohttp: 8 KiB a line)
 
 
-# A Python class when compiled (setup.py): mypyc cannot compile a subclass of OSError.
-@mypyc_attr(native_class=False)
 class ClientFailure(OSError):
     """A request that got no complete HTTP answer (the message says why)."""
 
 
-@mypyc_attr(native_class=False)
 class ConnectFailed(ClientFailure):
     pass
 
 
-@mypyc_attr(native_class=False)
 class ConnectionLost(ClientFailure):
     pass
 
 
-@mypyc_attr(native_class=False)
 class BadAnswer(ClientFailure):
     pass
 

@@ -6,8 +6,6 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from mypy_extensions import mypyc_attr
-
 from routing.load import Reserved, Slot, expected_completion, median, overshoot, remaining_work
 
 # Where the config sets no hard limit, a GPU server is sent at most this many times what it
@@ -55,8 +53,6 @@ class BackendState:
         return self.reserved.head
 
 
-# The bench's model (bench/modelrouting.py) subclasses it with a simulated clock.
-@mypyc_attr(allow_interpreted_subclasses=True)
 class FleetView:
     """What routing knows about each backend.
 

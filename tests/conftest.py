@@ -29,28 +29,6 @@ from gateway.config import Settings
 from tests.helpers import Receiver, free_port, make_settings
 from tests.processes import ProcessGroup
 
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def stale_builds() -> list[str]:
-    """Compiled modules (setup.py's mypyc build) older than their source: Python imports the
-    build, so the tests would run the old code."""
-    stale = []
-    for package in ("gateway", "routing", "adapters", "observability"):
-        for build in (ROOT / package).rglob("*.so"):
-            source = build.with_name(build.name.split(".")[0].removesuffix("__mypyc") + ".py")
-            if source.exists() and source.stat().st_mtime > build.stat().st_mtime:
-                stale.append(str(source.relative_to(ROOT)))
-    return sorted(set(stale))
-
-
-def pytest_configure(config: pytest.Config) -> None:
-    if stale := stale_builds():
-        raise pytest.UsageError(
-            f"{', '.join(stale)} changed since they were compiled: `make test` reinstalls "
-            "(GATEWAY_COMPILE=1 make test to compile again)"
-        )
-
 
 def start_redis(directory: Path, *extra: str) -> tuple[subprocess.Popen[bytes], int]:
     exe = shutil.which("redis-server")

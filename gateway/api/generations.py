@@ -142,10 +142,8 @@ async def _submit(request: web.Request) -> web.Response:
         # reservation (one round trip); dispatch awaits it before the provider hears of it.
         try:
             dispatched = await s.dispatcher.dispatch(Versioned(1, record), eligible, stored=create)
-        except BaseException:
-            await create  # not in a `finally:` (setup.py: compiled, that re-raises wrongly)
-            raise
-        await create
+        finally:
+            await create
     else:
         existing = await create
         if existing is not None:
@@ -191,18 +189,16 @@ async def _eligible(request: web.Request, tenant: str, body: GenerationRequest) 
             eligible = await s.tunes.models.require(tenant, body)
         else:
             eligible = s.eligibility.evaluate(tenant, body)
-    except TuneUnusable as unusable:
+    except TuneUnusable as exc:
         raise InvalidRequest(
-            f"{unusable.field}: {unusable.message}",
-            details=[field_detail(unusable.field, unusable.message)],
+            f"{exc.field}: {exc.message}", details=[field_detail(exc.field, exc.message)]
         ) from None
-    except NotAllowed as refused:
-        names = ", ".join(refused.names)
+    except NotAllowed as exc:
+        names = ", ".join(exc.names)
         raise NoEligibleBackend(
             f"backends: {names} not available to this tenant",
             details=[
-                field_detail("backends", f"{n} is not available to this tenant")
-                for n in refused.names
+                field_detail("backends", f"{n} is not available to this tenant") for n in exc.names
             ],
         ) from None
     if not eligible.candidates:

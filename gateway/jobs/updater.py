@@ -90,20 +90,14 @@ class JobUpdater:
                 usage=usage,
             )
             lost = False  # the job changed since `current` was read
-            ending: BaseException | None = None  # the end hook's, raised once the save lands
-            if became_final and self._on_end is not None:
-                try:
-                    await self._on_end(record)  # its store call joins the save's round trip
-                except BaseException as exc:
-                    ending = exc
-            # Not a `finally:`: compiled, an await there re-raises the caller's exception
-            # (setup.py).
             try:
-                saved = await saving
-            except Conflict:
-                lost = True
-            if ending is not None:
-                raise ending
+                if became_final and self._on_end is not None:
+                    await self._on_end(record)  # its store call joins the save's round trip
+            finally:
+                try:
+                    saved = await saving
+                except Conflict:
+                    lost = True
             if lost:
                 current = None
                 continue

@@ -24,7 +24,6 @@ from urllib.parse import urlsplit
 
 from aiohttp.abc import AbstractResolver, ResolveResult
 from aiohttp.resolver import DefaultResolver
-from mypy_extensions import mypyc_attr
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -41,8 +40,6 @@ CACHE_SECONDS = 30.0
 CACHE_SIZE = 4096
 
 
-# A Python class when compiled (setup.py): mypyc cannot compile a subclass of OSError.
-@mypyc_attr(native_class=False)
 class Refused(OSError):
     """The destination is not allowed; the message says why."""
 

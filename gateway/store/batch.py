@@ -27,7 +27,6 @@ import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from mypy_extensions import mypyc_attr
 from redis._parsers.response_callbacks import get_response_callbacks
 from redis.commands.core import AsyncScript
 from redis.exceptions import AuthenticationError, NoScriptError
@@ -51,8 +50,6 @@ RETRIES, BACKOFF_BASE, BACKOFF_CAP = 8, 0.05, 1.0
 STALLED = 0.05
 
 
-# Not a native class: the tests wrap its methods on an instance to count round trips.
-@mypyc_attr(native_class=False)
 class Batcher:
     def __init__(
         self,

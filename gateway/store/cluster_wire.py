@@ -24,7 +24,6 @@ import asyncio
 from collections.abc import Awaitable, Sequence
 from typing import Any
 
-from mypy_extensions import mypyc_attr
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.crc import key_slot
 from redis.exceptions import (
@@ -65,8 +64,6 @@ def slot_of(key: Arg) -> int:
     return key_slot(data)
 
 
-# Not a native class: the tests wrap its methods on an instance to count round trips.
-@mypyc_attr(native_class=False)
 class ClusterWire:
     """Send batches of commands to a cluster; each batch's replies come back in order."""
 

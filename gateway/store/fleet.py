@@ -6,8 +6,6 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from mypy_extensions import mypyc_attr
-
 from gateway.store import keys
 from gateway.store.connect import Store
 from routing.load import Reserved, Slot
@@ -110,8 +108,6 @@ def _chunks(held: Mapping[str, Sequence[str]], size: int) -> Iterator[dict[str, 
         yield chunk
 
 
-# Not a native class: the tests wrap its methods on an instance to count releases.
-@mypyc_attr(native_class=False)
 class FleetStore:
     def __init__(self, store: Store, backends: Sequence[str]) -> None:
         self._store = store

@@ -30,7 +30,6 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import hiredis
-from mypy_extensions import mypyc_attr
 from redis._parsers import BaseParser
 from redis.asyncio.connection import SSLConnection, UnixDomainSocketConnection
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -91,8 +90,6 @@ class _Protocol(asyncio.Protocol):
         self.transport = None
 
 
-# Not a native class: the tests wrap its methods on an instance to count round trips.
-@mypyc_attr(native_class=False)
 class Wire:
     """Send batches of commands; each batch's replies come back as one list, in order."""
 

@@ -81,7 +81,7 @@ def build(stage: list[tuple[str, str]], root: Root) -> dict[str, str]:
                 target = workdir / dest if not dest.startswith("/") else root(dest)
                 if (ROOT / source).is_dir():
                     shutil.copytree(
-                        ROOT / source, target, ignore=shutil.ignore_patterns("__pycache__", "*.so")
+                        ROOT / source, target, ignore=shutil.ignore_patterns("__pycache__")
                     )
                 else:
                     target.mkdir(parents=True, exist_ok=True)
