@@ -37,7 +37,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from gateway.store.batch import BACKOFF_BASE, BACKOFF_CAP, RETRIES
-from gateway.store.wire import NAME, Arg, Wire
+from gateway.store.wire import NAME, Arg, Wire, settle_quietly
 from observability.logging import get_logger
 
 log = get_logger(__name__)
@@ -185,6 +185,7 @@ class ClusterWire:
         """Read the slot map again; concurrent callers share one read."""
         if self._refreshing is None or self._refreshing.done():
             self._refreshing = asyncio.ensure_future(self._client.nodes_manager.initialize())
+            self._refreshing.add_done_callback(settle_quietly)
         try:
             await asyncio.shield(self._refreshing)
         except (RedisClusterException, RedisConnectionError, RedisTimeoutError, OSError):

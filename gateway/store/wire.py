@@ -150,14 +150,16 @@ class Wire:
             await protocol.closed
 
     async def _connect(self) -> _Protocol:
-        if self._connecting is None:  # one connect for every caller that needs it
-            self._connecting = asyncio.ensure_future(self._open())
         connecting = self._connecting
-        try:
-            return await asyncio.shield(connecting)
-        finally:
-            if connecting.done() and self._connecting is connecting:
-                self._connecting = None
+        if connecting is None:  # one connect for every caller that needs it
+            connecting = self._connecting = asyncio.ensure_future(self._open())
+            connecting.add_done_callback(self._connected)
+        return await asyncio.shield(connecting)
+
+    def _connected(self, connecting: asyncio.Future[_Protocol]) -> None:
+        if self._connecting is connecting:  # done: the next caller connects afresh
+            self._connecting = None
+        settle_quietly(connecting)
 
     async def _open(self) -> _Protocol:
         loop = asyncio.get_running_loop()
@@ -209,6 +211,14 @@ class Wire:
                 transport = protocol.transport
                 protocol.fail(RedisTimeoutError(f"no reply from Redis in {self._timeout:g} s"))
                 transport.abort()
+
+
+def settle_quietly(shared: asyncio.Future[Any]) -> None:
+    """A done callback for a task callers share through `asyncio.shield`: each waiter gets its
+    error; once every waiter has left (cancelled), the error is theirs to drop, not asyncio's
+    to log as "Task exception was never retrieved"."""
+    if not shared.cancelled():
+        shared.exception()
 
 
 def _ssl_context(kw: dict[str, Any]) -> ssl.SSLContext:

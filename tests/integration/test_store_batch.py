@@ -4,6 +4,7 @@ share a round trip, and each caller still gets its own reply or error."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import shutil
 import subprocess
 from pathlib import Path
@@ -265,3 +266,42 @@ async def test_job_events_come_over_their_own_connection_and_after_a_drop(redis_
         await asyncio.gather(listening, return_exceptions=True)
         await admin.aclose()
         await store.close()
+
+
+async def test_a_connect_every_caller_left_fails_quietly_and_is_not_reused() -> None:
+    """The caller waiting on a connect is cancelled, then the connect fails: asyncio logs no
+    "Task exception was never retrieved", and the next caller connects afresh instead of
+    getting the old connect's error."""
+    accepted, release = [], asyncio.Event()
+
+    async def hold(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        accepted.append(writer)
+        await release.wait()
+        writer.close()
+
+    server = await asyncio.start_server(hold, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    loop = asyncio.get_running_loop()
+    unhandled: list[dict[str, Any]] = []
+    loop.set_exception_handler(lambda _, context: unhandled.append(context))
+    try:
+        wire = Wire({"host": "127.0.0.1", "port": port}, aioredis.Connection)
+        caller = asyncio.ensure_future(wire.send([("PING",)]))
+        for _ in range(500):
+            if accepted:
+                break
+            await asyncio.sleep(0.01)
+        caller.cancel()
+        release.set()  # the server hangs up before answering the hello
+        await asyncio.sleep(0.2)
+        with pytest.raises(RedisConnectionError):  # a new connection, hung up on again
+            await wire.send([("PING",)])
+        assert len(accepted) == 2
+        await wire.close()
+        del wire, caller
+        gc.collect()
+        assert not [c for c in unhandled if "never retrieved" in c.get("message", "")]
+    finally:
+        loop.set_exception_handler(None)
+        server.close()
+        await server.wait_closed()
