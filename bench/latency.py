@@ -41,6 +41,7 @@ def _latency(rig: Rig, target: Target, rate: float, seconds: float) -> dict[str,
     return {
         **{k: round(v, 3) for k, v in result["latency_ms"].items()},
         "cpu_us": result["cpu_us_per_request"],
+        "host_steal_pct": result["host_steal_pct"],
     }
 
 
@@ -64,7 +65,8 @@ def main(argv: list[str] | None = None) -> int:
             rounds.append({"at": when, "direct": mock, "gateway": gw, "added": added})
             cpu = gw["cpu_us"].get("gateway-1")
             print(f"round {n} ({when}): direct p50 {mock['p50']} p99 {mock['p99']} ms; "
-                  f"added p50 +{added['p50']} p99 +{added['p99']} ms; gateway CPU {cpu} us",
+                  f"added p50 +{added['p50']} p99 +{added['p99']} ms; gateway CPU {cpu} us; "
+                  f"host steal {gw['host_steal_pct']}%",
                   flush=True)  # fmt: skip
     results = {
         "benchmark": "latency",

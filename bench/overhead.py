@@ -36,6 +36,8 @@ from bench.rig import (
     OTHER,
     CpuWindow,
     Rig,
+    host_ticks,
+    steal_pct,
 )
 from bench.webhookpath import inflight_and_webhooks
 
@@ -75,6 +77,7 @@ def closed(rig: Rig, target: Target, seconds: float) -> dict[str, Any]:
             target.url, script, seconds=seconds, connections=CONNECTIONS, cpu=OTHER
         )
     result["cpu_us_per_request"] = window.per_request_us(result["ok"])
+    result["host_steal_pct"] = window.steal_pct
     result["rss_mib"] = {n: round(rig.rss(n) / 2**20, 1) for n in target.procs}
     return result
 
@@ -85,6 +88,7 @@ def opened(rig: Rig, target: Target, rate: float, seconds: float) -> dict[str, A
             target.url, target.body, target.headers, rate=rate, seconds=seconds, cpu=OTHER
         )
     result["cpu_us_per_request"] = window.per_request_us(result["answered"])
+    result["host_steal_pct"] = window.steal_pct
     return result
 
 
@@ -272,6 +276,7 @@ def main(argv: list[str] | None = None) -> int:
     shutil.rmtree(WORKDIR, ignore_errors=True)
     WORKDIR.mkdir(parents=True)
     machine = _machine()  # before the rig pins this process to one core
+    ticks = host_ticks()
     results: dict[str, Any] = {
         "benchmark": "overhead",
         "generated_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -304,6 +309,7 @@ def main(argv: list[str] | None = None) -> int:
                 results.setdefault("failed_parts", {})[part] = repr(exc)
                 for name in ("gateway-1", "gateway-2"):
                     rig.stop(name)
+    results["machine"]["host_steal_pct"] = steal_pct(ticks, host_ticks())
     results["summary"] = summarize(results)
     results["elapsed_seconds"] = round(time.monotonic() - started, 1)
     args.out.mkdir(parents=True, exist_ok=True)

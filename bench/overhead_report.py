@@ -151,6 +151,8 @@ def table(results: dict[str, Any]) -> str:
                 per_core = c.get("per_core_rps", "")
                 lines.append(f"{name:<12} {c['rps']:>9} {per_core!s:>9}  {cpu}")
         lines.append(f"gateway / LiteLLM req/s: {closed.get('gateway_over_litellm_rps')}")
+        steal = results.get("machine", {}).get("host_steal_pct")
+        lines.append(f"host steal over the run: {steal}% (above a few %, figures run slow)")
     for rate, per in s.get("open", {}).items():
         row = ", ".join(
             f"{n} +{v.get('added_p50', 0):g}/+{v.get('added_p99', 0):g} ms"
@@ -280,4 +282,7 @@ def markdown(results: dict[str, Any]) -> str:
             else "—"
         )
         rows.append(f"| {label} | {_fmt(c['rps'])} | {cpu_text} | {added} |")
+    steal = results.get("machine", {}).get("host_steal_pct")
+    if steal is not None:
+        rows += ["", f"Host steal over the run (`/proc/stat`): {steal}%."]
     return "\n".join(rows) + "\n"

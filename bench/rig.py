@@ -177,23 +177,42 @@ def _children_cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
+def host_ticks() -> tuple[int, int]:
+    """(steal, all) CPU ticks of the machine so far, from /proc/stat (0, 0 where unknown)."""
+    try:
+        fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    except (OSError, ValueError):
+        return 0, 0
+    return (fields[7] if len(fields) > 7 else 0), sum(fields[:8])
+
+
+def steal_pct(before: tuple[int, int], after: tuple[int, int]) -> float | None:
+    """The share of the machine's CPU time the hypervisor gave to others in between: every
+    process here runs slower by about that much, so a run with a high share is not comparable."""
+    steal, total = after[0] - before[0], after[1] - before[1]
+    return round(100 * steal / total, 1) if total > 0 else None
+
+
 class CpuWindow:
-    """CPU seconds of named processes over a `with` block, per request."""
+    """CPU seconds of named processes over a `with` block, per request, and the host's steal."""
 
     def __init__(self, rig: Rig, names: list[str]) -> None:
         self.rig, self.names = rig, names
         self.before: dict[str, float] = {}
         self.used: dict[str, float] = {}
         self.wall = 0.0
+        self.steal_pct: float | None = None
 
     def __enter__(self) -> CpuWindow:
         self.before = self.rig.cpu(self.names)
         self.before["loadgen"] = _children_cpu()
+        self._ticks = host_ticks()
         self._t0 = time.monotonic()
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.wall = time.monotonic() - self._t0
+        self.steal_pct = steal_pct(self._ticks, host_ticks())
         after = self.rig.cpu(self.names)
         after["loadgen"] = _children_cpu()  # wrk / the open-loop client, ended by now
         self.used = {n: after[n] - self.before.get(n, 0.0) for n in after}
