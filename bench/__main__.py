@@ -16,6 +16,7 @@ import dataclasses
 import json
 import math
 import platform
+import signal
 import sys
 import time
 from pathlib import Path
@@ -72,7 +73,14 @@ def _clean(value: Any) -> Any:
     return value
 
 
+def _exit_on_sigterm(signum: int, frame: object) -> None:
+    """SIGTERM (`timeout`, a CI runner, `kill`) unwinds like Ctrl-C: every `finally` runs, so
+    the redis-servers, simulators and gateways a part started are stopped, not orphaned."""
+    raise SystemExit(128 + signum)
+
+
 def main() -> int:
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     if len(sys.argv) > 1 and sys.argv[1] == "overhead":
         from bench import overhead
 
