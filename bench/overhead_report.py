@@ -7,6 +7,15 @@ import statistics
 from pathlib import Path
 from typing import Any
 
+# A window in which the hypervisor gave more than this share of the host's CPU to other
+# guests measured them too (bench/README.md); the summary gives quiet windows on their own.
+QUIET_STEAL_PCT = 2.0
+
+
+def is_quiet(*windows: dict[str, Any]) -> bool:
+    """Every window quiet (one recorded before the steal was: not known to be)."""
+    return all(w.get("host_steal_pct", math.inf) <= QUIET_STEAL_PCT for w in windows)
+
 
 def _median(values: list[float]) -> float:
     clean = [v for v in values if v is not None and not math.isnan(v)]
@@ -29,6 +38,16 @@ def _closed(runs: list[dict[str, Any]]) -> dict[str, Any]:
             "rss_mib": results[-1].get("rss_mib", {}),
             "errors": sum(res["errors"] for res in results),
         }
+        quiet = [res for res in results if is_quiet(res)]
+        if quiet:
+            out[name]["quiet"] = {
+                "runs": len(quiet),
+                "rps": _median([res["rps"] for res in quiet]),
+                "cpu_us_per_request": {
+                    p: _median([res["cpu_us_per_request"].get(p, math.nan) for res in quiet])
+                    for p in procs
+                },
+            }
     # Throughput per core of what is measured: 1 s / its own CPU per request.
     for name, own in (("gateway", "gateway-1"), ("litellm", "litellm"), ("nginx", "proxy")):
         if name in out:
@@ -40,6 +59,15 @@ def _closed(runs: list[dict[str, Any]]) -> dict[str, Any]:
         if "litellm" in r["closed"] and r["closed"]["litellm"]["rps"] > 0
     ]
     out["gateway_over_litellm_rps"] = _median(ratios)
+    quiet_ratios = [
+        r["closed"]["gateway"]["rps"] / r["closed"]["litellm"]["rps"]
+        for r in runs
+        if "litellm" in r["closed"]
+        and r["closed"]["litellm"]["rps"] > 0
+        and is_quiet(r["closed"]["gateway"], r["closed"]["litellm"])
+    ]
+    if quiet_ratios:
+        out["gateway_over_litellm_rps_quiet"] = _median(quiet_ratios)
     pair = [
         r["closed"]["gateway_x2"]["rps"] / r["closed"]["gateway"]["rps"]
         for r in runs
@@ -55,7 +83,9 @@ def _open(runs: list[dict[str, Any]]) -> dict[str, Any]:
         per: dict[str, Any] = {}
         for name in sorted({n for r in runs for n in r["open"].get(rate, {})}):
             res = [r["open"][rate][name] for r in runs if name in r["open"].get(rate, {})]
-            entry = {q: _median([x["latency_ms"][q] for x in res]) for q in ("p50", "p90", "p99")}
+            entry: dict[str, Any] = {
+                q: _median([x["latency_ms"][q] for x in res]) for q in ("p50", "p90", "p99")
+            }
             if name != "direct":
                 for q in ("p50", "p90", "p99"):
                     entry[f"added_{q}"] = _median(
@@ -66,6 +96,19 @@ def _open(runs: list[dict[str, Any]]) -> dict[str, Any]:
                             if name in r["open"].get(rate, {})
                         ]
                     )
+                quiet = [
+                    (r["open"][rate][name], r["open"][rate]["direct"])
+                    for r in runs
+                    if name in r["open"].get(rate, {})
+                    and is_quiet(r["open"][rate][name], r["open"][rate]["direct"])
+                ]
+                if quiet:
+                    entry["quiet"] = {"runs": len(quiet)} | {
+                        f"added_{q}": _median(
+                            [it["latency_ms"][q] - direct["latency_ms"][q] for it, direct in quiet]
+                        )
+                        for q in ("p50", "p90", "p99")
+                    }
             entry["achieved_rate"] = _median([x["achieved_rate"] for x in res])
             entry["non_2xx"] = sum(
                 n for x in res for s, n in x["statuses"].items() if not s.startswith("2")
@@ -138,6 +181,24 @@ def _gateway_us(summary: dict[str, Any]) -> float:
     return float(gateway.get("cpu_us_per_request", {}).get("gateway-1", 0.0))
 
 
+def _quiet_closed(closed: dict[str, Any]) -> str | None:
+    """The closed loop's figures from quiet windows only, if any was."""
+    parts = [
+        f"{name} {c['quiet']['rps']:g} req/s, "
+        f"{c['quiet']['cpu_us_per_request'].get(own, math.nan):g} us "
+        f"({c['quiet']['runs']} of {len(c['rps_runs'])} runs)"
+        for name, own in (("gateway", "gateway-1"), ("litellm", "litellm"))
+        if "quiet" in (c := closed.get(name, {}))
+    ]
+    if not parts:
+        return None
+    ratio = closed.get("gateway_over_litellm_rps_quiet", "n/a")
+    return (
+        f"quiet windows only (host steal <= {QUIET_STEAL_PCT:g}%): {'; '.join(parts)}; "
+        f"gateway / LiteLLM {ratio}"
+    )
+
+
 def table(results: dict[str, Any]) -> str:
     s = results.get("summary", {})
     lines = []
@@ -153,16 +214,25 @@ def table(results: dict[str, Any]) -> str:
         lines.append(f"gateway / LiteLLM req/s: {closed.get('gateway_over_litellm_rps')}")
         steal = results.get("machine", {}).get("host_steal_pct")
         lines.append(f"host steal over the run: {steal}% (above a few %, figures run slow)")
+        quiet = _quiet_closed(closed)
+        if quiet:
+            lines.append(quiet)
     for rate, per in s.get("open", {}).items():
         row = ", ".join(
             f"{n} +{v.get('added_p50', 0):g}/+{v.get('added_p99', 0):g} ms"
             for n, v in per.items()
             if n != "direct"
         )
+        quiet = ", ".join(
+            f"{n} +{v['quiet']['added_p50']:g}/+{v['quiet']['added_p99']:g} ms "
+            f"({v['quiet']['runs']})"
+            for n, v in per.items()
+            if "quiet" in v
+        )
         direct = per.get("direct", {})
         lines.append(
             f"open {float(rate):g}/s: direct p50 {direct.get('p50')} p99 {direct.get('p99')} ms; "
-            f"added p50/p99: {row}"
+            f"added p50/p99: {row}" + (f"; quiet windows: {quiet}" if quiet else "")
         )
     if "floor" in s:
         lines.append(f"floor (same parts, no logic): {s['floor']}")
@@ -285,4 +355,13 @@ def markdown(results: dict[str, Any]) -> str:
     steal = results.get("machine", {}).get("host_steal_pct")
     if steal is not None:
         rows += ["", f"Host steal over the run (`/proc/stat`): {steal}%."]
+    quiet = _quiet_closed(closed)
+    if quiet:
+        rows += ["", quiet[0].upper() + quiet[1:] + "."]
+    if "quiet" in at500.get("gateway", {}):
+        q = at500["gateway"]["quiet"]
+        rows.append(
+            f"Added at 500/s in quiet windows: +{_fmt(q['added_p50'], 2)} / "
+            f"+{_fmt(q['added_p99'], 2)} ms ({q['runs']} of the runs)."
+        )
     return "\n".join(rows) + "\n"
