@@ -223,7 +223,7 @@ def table(results: dict[str, Any]) -> str:
             for n, v in per.items()
             if n != "direct"
         )
-        quiet = ", ".join(
+        quiet_row = ", ".join(
             f"{n} +{v['quiet']['added_p50']:g}/+{v['quiet']['added_p99']:g} ms "
             f"({v['quiet']['runs']})"
             for n, v in per.items()
@@ -232,7 +232,7 @@ def table(results: dict[str, Any]) -> str:
         direct = per.get("direct", {})
         lines.append(
             f"open {float(rate):g}/s: direct p50 {direct.get('p50')} p99 {direct.get('p99')} ms; "
-            f"added p50/p99: {row}" + (f"; quiet windows: {quiet}" if quiet else "")
+            f"added p50/p99: {row}" + (f"; quiet windows: {quiet_row}" if quiet_row else "")
         )
     if "floor" in s:
         lines.append(f"floor (same parts, no logic): {s['floor']}")
